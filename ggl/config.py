@@ -1,0 +1,95 @@
+"""The validated run configuration shared by the CLI, the Python API and sweeps."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+import constants
+from ggl.errors import GGLError, choose
+
+#: options every attack understands; ``None`` keeps the attack's own (paper) default
+COMMON_ATTACK_OPTIONS = ("budget", "lr", "tv", "distance", "layer_weights", "restarts", "init")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one attack run. ``None`` means "the default of that part".
+
+    Threat model: ``dataset``/``index``/``batch_size`` pick the client's private batch,
+    ``model``/``model_mode``/``weights``/``victim_steps`` the global model, and
+    ``known_labels`` whether the server knows the labels. ``attack`` and the attack options
+    configure the adversary; ``extra`` passes attack-specific options (e.g. ``signed``).
+    """
+
+    attack: str = "ig"
+    model: str = "lenet"
+    dataset: str = "mnist"
+    data_root: str | None = None
+    download: bool = False
+    resolution: int | None = None
+    index: tuple[int, ...] = ()
+    batch_size: int = 1
+    seed: int = constants.DEFAULT_SEED
+    device: str = "auto"
+    known_labels: bool = False
+    model_mode: str = "eval"
+    width: int | None = None
+    weights: str | None = None
+    victim_steps: int = 0
+    budget: int | None = None
+    lr: float | None = None
+    tv: float | None = None
+    distance: str | None = None
+    layer_weights: str | None = None
+    restarts: int | None = None
+    init: str | None = None
+    extra: dict = field(default_factory=dict)
+    lpips_weights: str | None = None
+    out: str | None = None
+
+    def validate(self) -> "RunConfig":
+        """Check names and numbers that can be checked without loading anything."""
+        from ggl.attacks import ATTACKS
+        from ggl.data import DATASETS
+        from ggl.models import MODELS
+
+        choose(ATTACKS, self.attack, "attack")
+        choose(MODELS, self.model, "model")
+        choose(DATASETS, self.dataset, "dataset")
+        if self.batch_size <= 0:
+            raise GGLError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.model_mode not in ("eval", "train"):
+            raise GGLError(f"--model-mode must be 'eval' or 'train', got {self.model_mode!r}")
+        if self.victim_steps < 0:
+            raise GGLError(f"--victim-steps must be >= 0, got {self.victim_steps}")
+        resolve_device(self.device)
+        self.build_attack()          # validates the attack options
+        return self
+
+    def attack_options(self) -> dict:
+        options = {name: getattr(self, name) for name in COMMON_ATTACK_OPTIONS}
+        options.update(self.extra)
+        return {k: v for k, v in options.items() if v is not None}
+
+    def build_attack(self):
+        from ggl.attacks import ATTACKS
+
+        return choose(ATTACKS, self.attack, "attack")(seed=self.seed, **self.attack_options())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GGLError(f"--device {name} was asked for but no CUDA GPU is available; "
+                           f"use --device cpu or --device auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise GGLError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")

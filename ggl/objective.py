@@ -1,0 +1,213 @@
+"""Gradient matching: how far a candidate's gradient is from the shared one.
+
+A ``GradientMatching`` objective scores a batch of P candidates at once:
+``images (P, B, C, H, W)`` (+ labels) ``-> losses (P,)``, differentiable w.r.t. the images
+(and soft labels). Each candidate's trial gradient is the FedSGD gradient the client would
+have sent had its batch been the candidate; the loss is a distance between trial and shared
+gradient, summed over layers with layer weights, plus image priors (total variation).
+
+Trial gradients are computed either one candidate at a time with autograd (``"loop"``) or
+for the whole population at once with ``torch.func`` (``"vmap"``); both give the same numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ggl.errors import GGLError, choose
+
+Gradients = list[torch.Tensor]            # one tensor per parameter, each (P, *param_shape)
+
+
+# ---------------------------------------------------------------- distances (P, L) -> per layer
+def _per_layer(trial: Gradients, fn) -> torch.Tensor:
+    """Stack ``fn(trial_l)`` (each ``(P,)``) into ``(P, L)``."""
+    return torch.stack([fn(l, t) for l, t in enumerate(trial)], dim=1)
+
+
+def squared_l2(trial: Gradients, target: Gradients, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_l w_l ||g~_l - g_l||^2``: DLG with unit weights, GGL with weights 1/L."""
+    per_layer = _per_layer(trial, lambda l, t: (t - target[l]).pow(2).flatten(1).sum(1))
+    return per_layer @ weights
+
+
+def l1(trial: Gradients, target: Gradients, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_l w_l ||g~_l - g_l||_1``."""
+    per_layer = _per_layer(trial, lambda l, t: (t - target[l]).abs().flatten(1).sum(1))
+    return per_layer @ weights
+
+
+def cosine(trial: Gradients, target: Gradients, weights: torch.Tensor) -> torch.Tensor:
+    """Inverting Gradients' global form: ``1 - <g~, g>_w / (||g~||_w ||g||_w)`` over all layers."""
+    dot = _per_layer(trial, lambda l, t: (t * target[l]).flatten(1).sum(1)) @ weights
+    trial_sq = _per_layer(trial, lambda l, t: t.pow(2).flatten(1).sum(1)) @ weights
+    target_sq = torch.stack([g.pow(2).sum() for g in target]) @ weights
+    return 1 - dot / (trial_sq.sqrt() * target_sq.sqrt()).clamp_min(1e-12)
+
+
+def layer_cosine(trial: Gradients, target: Gradients, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_l w_l (1 - cos(g~_l, g_l))``: every layer's direction counts on its own."""
+    per_layer = _per_layer(trial, lambda l, t: 1 - F.cosine_similarity(
+        t.flatten(1), target[l].flatten().unsqueeze(0), dim=1, eps=1e-12))
+    return per_layer @ weights
+
+
+#: name -> distance(trial, target, layer_weights (L,)) -> (P,)
+DISTANCES: dict[str, Callable[[Gradients, Gradients, torch.Tensor], torch.Tensor]] = {
+    "l2": squared_l2,
+    "l1": l1,
+    "cosine": cosine,
+    "layer-cosine": layer_cosine,
+}
+
+
+# ---------------------------------------------------------------- layer weights
+def layer_weights(scheme: str, num_layers: int) -> torch.Tensor:
+    """Weights ``(L,)`` of the parameter tensors, in ``model.parameters()`` order.
+
+    * ``mean``: 1/L each (GGL's mean over layers).
+    * ``sum``: 1 each (DLG's plain sum).
+    * ``exponential``: GGL's ImageNet weights, ``w[3i:3i+3] /= 2**i`` for i < 20, then 1/L,
+      so shallow layers weigh most.
+    """
+    schemes = {"mean", "sum", "exponential"}
+    if scheme not in schemes:
+        raise GGLError(f"unknown layer weights {scheme!r}; valid: {', '.join(sorted(schemes))}")
+    weights = torch.ones(num_layers)
+    if scheme == "sum":
+        return weights
+    if scheme == "exponential":
+        for i in range(min(20, math.ceil(num_layers / 3))):
+            weights[3 * i:3 * i + 3] /= 2 ** i
+    return weights / num_layers
+
+
+# ---------------------------------------------------------------- priors
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """IG's anisotropic TV per candidate: ``mean|dx| + mean|dy|`` over ``(B, C, H, W)``.
+
+    Args:
+        images: ``(P, B, C, H, W)``. Returns: ``(P,)``.
+    """
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
+    return dx + dy
+
+
+# ---------------------------------------------------------------- trial gradients
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; ``labels`` are class indices ``(B,)`` or probabilities ``(B, K)``."""
+    if labels.is_floating_point():
+        return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    return F.cross_entropy(logits, labels)
+
+
+def vmappable(model: nn.Module) -> bool:
+    """False when a module updates buffers in the forward pass (train-mode BatchNorm)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+                   for m in model.modules())
+
+
+class GradientMatching:
+    """Score candidates by how well their trial gradients match the shared gradient.
+
+    Args:
+        model: the victim (the Observation's copy); its mode is left as it is.
+        target: the shared gradient, one tensor per parameter.
+        distance: a name in ``DISTANCES``.
+        layer_weights: ``"mean"``, ``"sum"`` or ``"exponential"`` (see ``layer_weights``).
+        tv: weight of the total-variation prior.
+        path: ``"loop"``, ``"vmap"`` or ``"auto"`` (vmap for P > 1 when the model allows it).
+        chunk_size: candidates per vmap call (``None``: all at once).
+        trial_transform: optional attacker-side model of a defense, applied to the trial
+            gradients (each ``(P, *shape)``) before the distance.
+
+    Call it with ``images (P, B, C, H, W)`` and ``labels`` either ``(B,)`` shared by all
+    candidates, ``(P, B)`` class indices or ``(P, B, K)`` class probabilities; it returns
+    ``(P,)`` losses and counts ``P`` evaluations in ``self.evaluations``.
+    """
+
+    def __init__(self, model: nn.Module, target: Sequence[torch.Tensor], *,
+                 distance: str = "l2", layer_weights: str = "mean", tv: float = 0.0,
+                 path: str = "auto", chunk_size: int | None = None,
+                 trial_transform: Callable[[Gradients], Gradients] | None = None):
+        if path not in ("auto", "loop", "vmap"):
+            raise GGLError(f"unknown evaluation path {path!r}; valid: auto, loop, vmap")
+        self.model = model
+        self.params = [p for p in model.parameters()]
+        self.target = [g.detach() for g in target]
+        if len(self.target) != len(self.params) or any(
+                g.shape != p.shape for g, p in zip(self.target, self.params)):
+            raise GGLError("the shared gradient does not match the model's parameters "
+                           f"({len(self.target)} tensors for {len(self.params)} parameters)")
+        self.distance_name = distance
+        self.distance = choose(DISTANCES, distance, "distance")
+        self.weights = globals()["layer_weights"](layer_weights, len(self.params)).to(
+            self.target[0].device, self.target[0].dtype)
+        self.tv = tv
+        self.path = path
+        if path == "vmap" and not vmappable(model):
+            raise GGLError("the vmap path cannot run this model (train-mode BatchNorm "
+                           "updates its buffers); use path 'loop' or 'auto'")
+        self.chunk_size = chunk_size
+        self.trial_transform = trial_transform
+        self.evaluations = 0
+
+    # -- trial gradients -------------------------------------------------------------
+    def _labels_for(self, labels: torch.Tensor, num_candidates: int, batch: int) -> torch.Tensor:
+        if labels.dim() == 1 or (labels.dim() == 2 and labels.is_floating_point()
+                                 and labels.shape[0] == batch and num_candidates != batch):
+            return labels.unsqueeze(0).expand(num_candidates, *labels.shape)
+        return labels
+
+    def choose_path(self, num_candidates: int) -> str:
+        if self.path != "auto":
+            return self.path
+        return "vmap" if num_candidates > 1 and vmappable(self.model) else "loop"
+
+    def trial_gradients(self, images: torch.Tensor, labels: torch.Tensor) -> Gradients:
+        """Per-candidate FedSGD gradients, a list of ``(P, *param_shape)`` tensors.
+
+        Differentiable w.r.t. ``images`` (and float ``labels``).
+        """
+        if images.dim() != 5:
+            raise GGLError(f"candidates must be (P, B, C, H, W), got shape {tuple(images.shape)}")
+        num_candidates, batch = images.shape[:2]
+        labels = self._labels_for(labels, num_candidates, batch)
+        if self.choose_path(num_candidates) == "loop":
+            per_candidate = [torch.autograd.grad(
+                classification_loss(self.model(images[p]), labels[p]), self.params,
+                create_graph=True) for p in range(num_candidates)]
+            return [torch.stack(layer) for layer in zip(*per_candidate)]
+        return self._vmap_gradients(images, labels)
+
+    def _vmap_gradients(self, images: torch.Tensor, labels: torch.Tensor) -> Gradients:
+        from torch.func import functional_call, grad, vmap
+
+        names = [n for n, _ in self.model.named_parameters()]
+        params = {n: p.detach() for n, p in zip(names, self.params)}
+        buffers = dict(self.model.named_buffers())
+
+        def loss(params, x, y):
+            return classification_loss(functional_call(self.model, (params, buffers), (x,)), y)
+
+        per_sample = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")
+        step = self.chunk_size or images.shape[0]
+        chunks = [per_sample(params, images[i:i + step], labels[i:i + step])
+                  for i in range(0, images.shape[0], step)]
+        return [torch.cat([c[n] for c in chunks]) for n in names]
+
+    # -- loss ------------------------------------------------------------------------
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        trial = self.trial_gradients(images, labels)
+        if self.trial_transform is not None:
+            trial = self.trial_transform(trial)
+        loss = self.distance(trial, self.target, self.weights)
+        if self.tv:
+            loss = loss + self.tv * total_variation(images)
+        self.evaluations += images.shape[0]
+        return loss

@@ -1,0 +1,99 @@
+"""Run records and images: ``run.json``, ``original.png``, ``reconstruction.png``, ``progress.gif``.
+
+Every file is written atomically (a temporary file in the same folder, then a rename), so a
+run killed while writing never leaves a half-written record behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ggl.metrics import to_unit_range
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide the numbers."""
+    versions = {"python": platform.python_version()}
+    for package in ("ggl", "torch", "torchvision", "numpy", "scipy", "torchmetrics",
+                    "nevergrad", "botorch", "gpytorch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def downsample(history: Sequence[float], points: int = 1000) -> dict[str, list]:
+    """At most ``points`` (iteration, loss) pairs of a loss history, always with the last."""
+    n = len(history)
+    step = max(1, n // points)
+    iterations = list(range(0, n, step))
+    if n and iterations[-1] != n - 1:
+        iterations.append(n - 1)
+    return {"iteration": iterations, "loss": [float(history[i]) for i in iterations]}
+
+
+def image_grid(images01: torch.Tensor, min_size: int = 128) -> "PIL.Image.Image":
+    """A one-row grid of ``[0, 1]`` images ``(B, C, H, W)``, upscaled (nearest) to be seen."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    scale = max(1, min_size // images01.shape[-1])
+    images01 = F.interpolate(images01.float().cpu(), scale_factor=scale, mode="nearest")
+    grid = make_grid(images01, nrow=len(images01), padding=2, pad_value=1.0)
+    array = grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+
+
+def _atomic_save_image(image, path: Path, **kwargs) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=path.suffix.lstrip(".").upper(), **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_images(out: str | Path, original: torch.Tensor, reconstruction: torch.Tensor,
+                snapshots: Sequence[tuple[int, torch.Tensor]], mean, std) -> list[str]:
+    """Write ``original.png``, ``reconstruction.png`` and ``progress.gif`` into ``out``.
+
+    ``reconstruction`` must already be in the originals' (matched) order. Returns the names.
+    """
+    out = Path(out)
+    _atomic_save_image(image_grid(to_unit_range(original, mean, std)), out / "original.png")
+    _atomic_save_image(image_grid(to_unit_range(reconstruction, mean, std)),
+                       out / "reconstruction.png")
+    names = ["original.png", "reconstruction.png"]
+    if snapshots:
+        frames = [image_grid(to_unit_range(images, mean, std)).convert("P")
+                  for _, images in snapshots]
+        _atomic_save_image(frames[0], out / "progress.gif", save_all=True,
+                           append_images=frames[1:], duration=120, loop=0)
+        names.append("progress.gif")
+    return names

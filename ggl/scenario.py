@@ -1,0 +1,168 @@
+"""The federated client (threat model): a private batch becomes a shared, defended gradient.
+
+``Scenario.observe()`` returns two things that are kept apart:
+
+* ``Observation`` — what the honest-but-curious server sees and the only thing an attack
+  receives: the model it sent out, the shared gradient, the batch size, and the labels only
+  when the threat model says they are known.
+* ``Secret`` — the private images, labels and the indices they came from. Only metrics read it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ggl.errors import GGLError
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the server sees of one client's round of FedSGD.
+
+    Attributes:
+        model: the server's copy of the victim, in the mode the client used.
+        gradient: the shared (possibly defended) update, one tensor per parameter of
+            ``model.parameters()``, in that order.
+        batch_size: B, the number of private images behind the gradient.
+        image_shape: ``(C, H, W)`` of one input.
+        num_classes: K, the number of labels.
+        mean, std: the normalization of the data domain (per channel), which fixes the
+            valid pixel box ``[(0 - mean) / std, (1 - mean) / std]``.
+        labels: ``(B,)`` true labels when the threat model grants them (``--known-labels``),
+            otherwise ``None``.
+        defense_names: the defenses the client applied, as the server may know them.
+        public_images: ``(N, C, H, W)`` images of the public split: the server's own data
+            of the domain (GGL's threat model), disjoint from every client's private data.
+    """
+
+    model: nn.Module
+    gradient: tuple[torch.Tensor, ...]
+    batch_size: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labels: torch.Tensor | None = None
+    defense_names: tuple[str, ...] = ()
+    public_images: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.gradient[0].device
+
+    def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bound of valid normalized pixels, each ``(C, 1, 1)``."""
+        mean = torch.tensor(self.mean, device=self.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(-1, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+
+@dataclass(frozen=True)
+class Secret:
+    """The client's private data: ``images (B, C, H, W)`` normalized, ``labels (B,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: tuple[int, ...]
+
+
+class Defense(Protocol):
+    """Client-side defense hook: returns a defended copy of the gradient, never mutates it."""
+
+    name: str
+
+    def apply(self, gradient: Sequence[torch.Tensor], context: dict) -> list[torch.Tensor]:
+        ...
+
+
+def client_gradient(model: nn.Module, images: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """FedSGD update: gradient of the mean cross-entropy of the batch w.r.t. every parameter.
+
+    Args:
+        images: ``(B, C, H, W)``; labels: ``(B,)``.
+    Returns:
+        one detached tensor per parameter of ``model.parameters()``.
+    """
+    params = [p for p in model.parameters()]
+    loss = F.cross_entropy(model(images), labels)
+    return tuple(g.detach() for g in torch.autograd.grad(loss, params))
+
+
+def choose_indices(num_private: int, batch_size: int, index: Sequence[int] | None,
+                   seed: int) -> list[int]:
+    """Private indices of the client's batch.
+
+    ``index`` may list B indices, or one index that starts B consecutive ones; ``None``
+    draws B distinct indices with a generator seeded by ``seed``.
+    """
+    if batch_size <= 0:
+        raise GGLError(f"--batch-size must be positive, got {batch_size}")
+    if batch_size > num_private:
+        raise GGLError(f"--batch-size {batch_size} is larger than the private split "
+                       f"({num_private} images)")
+    if not index:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randperm(num_private, generator=generator)[:batch_size].tolist()
+    index = list(index)
+    if len(index) == 1 and batch_size > 1:
+        index = list(range(index[0], index[0] + batch_size))
+    if len(index) != batch_size:
+        raise GGLError(f"got {len(index)} --index values for --batch-size {batch_size}: give "
+                       f"one start index or exactly {batch_size} indices")
+    for i in index:
+        if not 0 <= i < num_private:
+            raise GGLError(f"--index {i} is out of range: the private split has "
+                           f"{num_private} images (indices 0..{num_private - 1})")
+    return index
+
+
+class Scenario:
+    """One federated client holding a private batch, and the server's view of its update.
+
+    Args:
+        model: the global model the server sent (not modified; the client works on a copy).
+        images: private batch ``(B, C, H, W)``, normalized; labels: ``(B,)``.
+        defenses: applied in order to a copy of the gradient before it is shared.
+        known_labels: whether the server learns the labels (a stronger threat model).
+        public_images: ``(N, C, H, W)`` public images the server holds (optional).
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                 num_classes: int, mean: Sequence[float], std: Sequence[float],
+                 indices: Sequence[int] = (), defenses: Sequence[Defense] = (),
+                 known_labels: bool = False, public_images: torch.Tensor | None = None):
+        self.model = model
+        self.images, self.labels = images, labels
+        self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
+        self.indices = tuple(indices)
+        self.defenses = list(defenses)
+        self.known_labels = known_labels
+        self.public_images = public_images
+
+    def observe(self) -> tuple[Observation, Secret]:
+        """Run the client step and return ``(Observation, Secret)``."""
+        server_model = copy.deepcopy(self.model)      # what the server holds, untouched
+        client_model = copy.deepcopy(self.model)      # train-mode BN may update its buffers
+        gradient: Sequence[torch.Tensor] = client_gradient(client_model, self.images, self.labels)
+        context = {"model": client_model, "images": self.images, "labels": self.labels}
+        for defense in self.defenses:
+            gradient = defense.apply(gradient, context)
+        observation = Observation(
+            model=server_model,
+            gradient=tuple(g.detach().clone() for g in gradient),
+            batch_size=len(self.labels),
+            image_shape=tuple(self.images.shape[1:]),
+            num_classes=self.num_classes,
+            mean=self.mean, std=self.std,
+            labels=self.labels.clone() if self.known_labels else None,
+            defense_names=tuple(d.name for d in self.defenses),
+            public_images=self.public_images,
+        )
+        secret = Secret(self.images.clone(), self.labels.clone(), self.indices)
+        return observation, secret
