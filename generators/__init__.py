@@ -1,0 +1,1 @@
+"""Generators for Generative Gradient Leakage (WGAN-GP, BigGAN): filled by the GGL issue."""

@@ -86,6 +86,9 @@ def layer_weights(scheme: str, num_layers: int) -> torch.Tensor:
     return weights / num_layers
 
 
+_layer_weights = layer_weights       # GradientMatching's argument of that name shadows it
+
+
 # ---------------------------------------------------------------- priors
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """IG's anisotropic TV per candidate: ``mean|dx| + mean|dy|`` over ``(B, C, H, W)``.
@@ -146,7 +149,7 @@ class GradientMatching:
                            f"({len(self.target)} tensors for {len(self.params)} parameters)")
         self.distance_name = distance
         self.distance = choose(DISTANCES, distance, "distance")
-        self.weights = globals()["layer_weights"](layer_weights, len(self.params)).to(
+        self.weights = _layer_weights(layer_weights, len(self.params)).to(
             self.target[0].device, self.target[0].dtype)
         self.tv = tv
         self.path = path
@@ -159,8 +162,9 @@ class GradientMatching:
 
     # -- trial gradients -------------------------------------------------------------
     def _labels_for(self, labels: torch.Tensor, num_candidates: int, batch: int) -> torch.Tensor:
-        if labels.dim() == 1 or (labels.dim() == 2 and labels.is_floating_point()
-                                 and labels.shape[0] == batch and num_candidates != batch):
+        # (B,) indices or (B, K) probabilities are shared by all candidates; a float 2-D
+        # tensor is always (B, K), also when P == B (per-candidate ones are (P, B, K))
+        if labels.dim() == 1 or (labels.dim() == 2 and labels.is_floating_point()):
             return labels.unsqueeze(0).expand(num_candidates, *labels.shape)
         return labels
 
