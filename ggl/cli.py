@@ -130,20 +130,13 @@ def list_registered():
     from ggl.objective import DISTANCES
 
     def first_line(obj) -> str:
-        return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+        return getattr(obj, "summary", None) or (obj.__doc__ or "").strip().splitlines()[0]
 
-    click.echo("attacks:")
-    for name, cls in ATTACKS.items():
-        click.echo(f"  {name:14s} {cls.summary}")
-    click.echo("models:")
-    for name, cls in MODELS.items():
-        click.echo(f"  {name:14s} {first_line(cls)}")
-    click.echo("datasets:")
-    for name, loader in DATASETS.items():
-        click.echo(f"  {name:14s} {first_line(loader)}")
-    click.echo("distances:")
-    for name, fn in DISTANCES.items():
-        click.echo(f"  {name:14s} {first_line(fn)}")
+    for title, registry in (("attacks", ATTACKS), ("models", MODELS),
+                            ("datasets", DATASETS), ("distances", DISTANCES)):
+        click.echo(f"{title}:")
+        for name, entry in registry.items():
+            click.echo(f"  {name:14s} {first_line(entry)}")
 
 
 def main(argv=None) -> None:
