@@ -98,14 +98,11 @@ def run(extra, quiet, **options):
     state: dict = {"bar": None}
 
     def progress(iteration: int, total: int, loss: float) -> None:
-        bar = state["bar"]
-        if bar is None:           # created on the first step, after data and model are ready
-            bar = state["bar"] = tqdm(total=total, desc=config.attack, unit="it",
-                                      disable=quiet, dynamic_ncols=True)
-            state["every"] = max(1, total // 200)
-        if iteration % state["every"] == 0 or iteration == total:
-            bar.update(iteration - bar.n)
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if state["bar"] is None:  # created on the first step, after data and model are ready
+            state["bar"] = tqdm(total=total, desc=config.attack, unit="it", disable=quiet,
+                                dynamic_ncols=True)
+        state["bar"].update(iteration - state["bar"].n)
+        state["bar"].set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     try:
         result = run_attack(config, progress)

@@ -49,6 +49,8 @@ PARTS = {
                              dict(attack="ig-adam", model="resnet18", budget=300)),
     "resnet18-dlg-10": ("dlg, ResNet-18 (untrained, eval), 10 it",
                         dict(attack="dlg", model="resnet18", budget=10)),
+    "resnet18-dlg-50": ("dlg, ResNet-18 (untrained, eval), 50 it",
+                        dict(attack="dlg", model="resnet18", budget=50)),
 }
 
 
@@ -78,9 +80,9 @@ def run_part(part: str, indices: list[int], threads: int) -> None:
 
 
 def table() -> None:
-    print("| run | PSNR per private index 0..7 (dB) | mean PSNR | mean SSIM | min PSNR | "
-          "s/run |")
-    print("|---|---|---|---|---|---|")
+    print("| run | PSNR per private index 0..7 (dB) | mean PSNR | median PSNR | mean SSIM | "
+          "min PSNR | s/run |")
+    print("|---|---|---|---|---|---|---|")
     for part, (description, _) in PARTS.items():
         path = RESULTS / f"{part}.jsonl"
         if not path.exists():
@@ -93,6 +95,7 @@ def table() -> None:
         psnrs = [r["psnr"] for r in rows]
         cells = " / ".join(f"{p:.1f}" for p in psnrs)
         print(f"| {description} | {cells} | {statistics.mean(psnrs):.2f} | "
+              f"{statistics.median(psnrs):.2f} | "
               f"{statistics.mean(r['ssim'] for r in rows):.3f} | {min(psnrs):.2f} | "
               f"{statistics.mean(r['seconds'] for r in rows):.0f} |")
 
