@@ -186,6 +186,8 @@ class GradientMatching:
             per_candidate = [torch.autograd.grad(
                 classification_loss(self.model(images[p]), labels[p]), self.params,
                 create_graph=True) for p in range(num_candidates)]
+            if num_candidates == 1:       # a view, not a copy of every gradient (pixel attacks)
+                return [g.unsqueeze(0) for g in per_candidate[0]]
             return [torch.stack(layer) for layer in zip(*per_candidate)]
         return self._vmap_gradients(images, labels)
 

@@ -49,8 +49,6 @@ PARTS = {
                              dict(attack="ig-adam", model="resnet18", budget=300)),
     "resnet18-dlg-10": ("dlg, ResNet-18 (untrained, eval), 10 it",
                         dict(attack="dlg", model="resnet18", budget=10)),
-    "resnet18-dlg-50": ("dlg, ResNet-18 (untrained, eval), 50 it",
-                        dict(attack="dlg", model="resnet18", budget=50)),
 }
 
 

@@ -3,7 +3,9 @@
 Both do, per iteration: forward of the victim, the FedSGD gradient with ``create_graph``,
 IG's cosine distance + TV, the gradient w.r.t. the image, its sign, an Adam step with the
 step schedule, and the clamp to the pixel box. ggl additionally runs its objective object,
-label inference, history, snapshots and progress callbacks. Reported: milliseconds per
+label inference, history, snapshots, progress callbacks and, like IG, one more evaluation
+at the end to score the restart (included in its time: 1/300 of LeNet's iterations, 1/20
+of ResNet-18's on the CPU). Reported: milliseconds per
 iteration (median of ``--repeats`` timings) and ggl's overhead in percent.
 
     python experiments/benchmarks/ig_iteration.py --device cpu --threads 2
