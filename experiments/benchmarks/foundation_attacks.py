@@ -91,6 +91,8 @@ def table() -> None:
             by_index.setdefault(row["index"], row)
         rows = [by_index[i] for i in sorted(by_index)]
         psnrs = [r["psnr"] for r in rows]
+        if len(rows) < 8:
+            description += f" (only indices {', '.join(str(r['index']) for r in rows)} so far)"
         cells = " / ".join(f"{p:.1f}" for p in psnrs)
         print(f"| {description} | {cells} | {statistics.mean(psnrs):.2f} | "
               f"{statistics.median(psnrs):.2f} | "
