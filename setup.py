@@ -35,7 +35,7 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4"],
+        "test": ["pytest>=7.4", "lpips>=0.1.4"],
         "lpips": ["lpips>=0.1.4"],
     },
     entry_points={"console_scripts": ["ggl=ggl.cli:main"]},

@@ -102,16 +102,23 @@ class LPIPS:
             import lpips
         except ImportError:
             raise GGLError("LPIPS needs the lpips package: pip install 'ggl[lpips]'") from None
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        # the linear heads ship with lpips; pnet_rand=True keeps it from downloading the
+        # backbone, which is then filled from the user's file below
         self.net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
         backbone = self.net.net
-        mapped = {name: state["features." + name.split(".", 1)[1]]
-                  for name, _ in backbone.named_parameters()}
-        backbone.load_state_dict(mapped, strict=True)
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            # lpips splits AlexNet's `features` into slices that keep the module indices
+            mapped = {name: state["features." + name.split(".", 1)[1]]
+                      for name, _ in backbone.named_parameters()}
+            backbone.load_state_dict(mapped, strict=True)
+        except Exception as err:
+            raise GGLError(f"{path} is not a readable torchvision AlexNet state dict "
+                           f"({type(err).__name__}: {err})") from None
         self.net = self.net.to(device).eval()
 
     @torch.no_grad()

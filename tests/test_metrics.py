@@ -143,3 +143,28 @@ def test_score_without_lpips_reports_none_with_note(mnist, lenet):
 def test_lpips_without_backbone_weights_is_a_user_error():
     with pytest.raises(GGLError, match="nonexistent"):
         LPIPS("/nonexistent")
+
+
+def test_lpips_loads_a_local_alexnet_state_dict_into_its_backbone(tmp_path):
+    """The plumbing only: a randomly initialised AlexNet file stands in for the real weights
+    (which cannot be downloaded here). Its numbers are never reported as LPIPS."""
+    pytest.importorskip("lpips")
+    import torchvision
+
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)
+    metric = LPIPS(path)
+    assert torch.equal(getattr(metric.net.net.slice1, "0").weight, state["features.0.weight"])
+    assert torch.equal(getattr(metric.net.net.slice5, "10").weight, state["features.10.weight"])
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    assert torch.allclose(metric(x, x), torch.zeros(2), atol=1e-6)
+    assert (metric(x, y) > 0).all()
+
+
+def test_lpips_rejects_a_file_that_is_not_alexnet(tmp_path):
+    pytest.importorskip("lpips")
+    path = tmp_path / "mlp.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(GGLError, match="not a readable torchvision AlexNet"):
+        LPIPS(path)
