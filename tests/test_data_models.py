@@ -154,3 +154,38 @@ def test_victim_steps_train_the_global_model():
         after = loss(trained.model(images), labels).item()
     assert after < before - 0.3
     assert not trained.model.training
+
+
+def _write_image_folder(root, classes=("cat", "dog"), per_class=5, size=40):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (size, size + 8, 3), generator=generator)
+            Image.fromarray(pixels.to(torch.uint8).numpy()).save(root / name / f"{i}.png")
+
+
+def test_image_folder_is_split_resized_and_normalized(tmp_path):
+    _write_image_folder(tmp_path)
+    data = load_dataset("imagefolder", root=tmp_path, resolution=32)
+    assert (data.channels, data.resolution, data.num_classes) == (3, 32, 2)
+    assert len(data.private) == 2 and len(data.public) == 8       # every fifth is private
+    image, label = data.private[0]
+    assert image.shape == (3, 32, 32) and label in (0, 1)
+    assert image.min() >= -1 and image.max() <= 1
+
+
+def test_imagenet_layout_uses_train_and_val(tmp_path):
+    _write_image_folder(tmp_path / "train", per_class=3)
+    _write_image_folder(tmp_path / "val", per_class=2)
+    data = load_dataset("imagenet", root=tmp_path, resolution=32)
+    assert len(data.public) == 6 and len(data.private) == 4
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(GGLError, match="needs --data-root"):
+        load_dataset("imagefolder")
+    with pytest.raises(GGLError, match="not found"):
+        load_dataset("imagefolder", root=tmp_path / "empty")
