@@ -45,6 +45,8 @@ PARTS = {
     # (double backward at full 32x32 resolution): budgets are cut to fit the CPU.
     "resnet18-ig-300": ("ig (paper recipe), ResNet-18 (untrained, eval), 300 it",
                         dict(attack="ig", model="resnet18", budget=300)),
+    "resnet18-ig-2000": ("ig (paper recipe), ResNet-18 (untrained, eval), 2000 it",
+                         dict(attack="ig", model="resnet18", budget=2000)),
     "resnet18-ig-adam-300": ("ig-adam, ResNet-18 (untrained, eval), 300 it",
                              dict(attack="ig-adam", model="resnet18", budget=300)),
     "resnet18-dlg-10": ("dlg, ResNet-18 (untrained, eval), 10 it",

@@ -81,6 +81,7 @@ class Attack:
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         raise NotImplementedError
 
-    def generator(self, device) -> torch.Generator:
-        """A CPU generator seeded by the run's seed (draws are moved to ``device``)."""
+    def generator(self) -> torch.Generator:
+        """A CPU generator seeded by the run's seed: draws are made on the CPU, then moved, so
+        a seed gives the same start on every device."""
         return torch.Generator().manual_seed(self.seed)

@@ -117,7 +117,7 @@ class DLG(Attack):
         objective = GradientMatching(observation.model, observation.gradient,
                                      distance=o.distance, layer_weights=o.layer_weights,
                                      tv=o.tv, path=o.path)
-        generator = self.generator(observation.device)
+        generator = self.generator()
         known = None if self.learns_labels else infer_labels(observation)
         best = {"loss": math.inf, "images": None, "labels": None}
         history, snapshots, failures, restart_losses = [], Snapshots(o.budget), [], []
@@ -232,7 +232,7 @@ class InvertingGradients(Attack):
                                      distance=o.distance, layer_weights=o.layer_weights,
                                      tv=o.tv, path=o.path)
         low, high = observation.pixel_bounds()
-        generator = self.generator(observation.device)
+        generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []
         best_loss, best_images, restart_losses = math.inf, None, []
         for restart in range(o.restarts):
