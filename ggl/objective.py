@@ -161,7 +161,8 @@ class GradientMatching:
         self.evaluations = 0
 
     # -- trial gradients -------------------------------------------------------------
-    def _labels_for(self, labels: torch.Tensor, num_candidates: int, batch: int) -> torch.Tensor:
+    @staticmethod
+    def _labels_for(labels: torch.Tensor, num_candidates: int) -> torch.Tensor:
         # (B,) indices or (B, K) probabilities are shared by all candidates; a float 2-D
         # tensor is always (B, K), also when P == B (per-candidate ones are (P, B, K))
         if labels.dim() == 1 or (labels.dim() == 2 and labels.is_floating_point()):
@@ -180,8 +181,8 @@ class GradientMatching:
         """
         if images.dim() != 5:
             raise GGLError(f"candidates must be (P, B, C, H, W), got shape {tuple(images.shape)}")
-        num_candidates, batch = images.shape[:2]
-        labels = self._labels_for(labels, num_candidates, batch)
+        num_candidates = images.shape[0]
+        labels = self._labels_for(labels, num_candidates)
         if self.choose_path(num_candidates) == "loop":
             per_candidate = [torch.autograd.grad(
                 classification_loss(self.model(images[p]), labels[p]), self.params,
