@@ -16,6 +16,8 @@ setup(
                                     "optimizers", "optimizers.*",
                                     "gan_training", "gan_training.*"]),
     py_modules=["constants"],
+    package_data={"generators": ["weights/*/*.safetensors", "weights/*/*.json",
+                                 "weights/*/*.png"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

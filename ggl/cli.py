@@ -118,6 +118,94 @@ def run(extra, quiet, **options):
                f"{record['attack_wall_time_s']:.1f} s -> {result.out / 'run.json'}")
 
 
+@cli.command("train-prior")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="Dataset whose PUBLIC split trains the prior (ggl list).")
+@click.option("--steps", type=int, default=5000, show_default=True, help="Generator steps.")
+@click.option("--out", default="results/prior", show_default=True, help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue the checkpoint in --out.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resolution", type=int, default=None, help="16, 32 (default), 64 or 128.")
+@click.option("--width", type=int, default=64, show_default=True,
+              help="Channels of the last hidden layer (GGL's CelebA prior: 128).")
+@click.option("--latent-dim", type=int, default=128, show_default=True)
+@click.option("--conditional", is_flag=True, help="Class-conditional generator and critic.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--n-critic", type=int, default=5, show_default=True,
+              help="Critic steps per generator step.")
+@click.option("--gp-weight", type=float, default=10.0, show_default=True,
+              help="Gradient-penalty weight lambda.")
+@click.option("--lr", type=float, default=1e-4, show_default=True,
+              help="Adam learning rate (betas 0.5, 0.999).")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True,
+              help="Write a checkpoint, sample grid and loss plot every K steps.")
+@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
+@click.option("--no-score", is_flag=True, help="Skip the classifier quality score at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_prior_command(resume, no_score, quiet, **options):
+    """Train a WGAN-GP prior on a dataset's public split (resumable; Ctrl-C checkpoints)."""
+    import signal
+
+    from tqdm import tqdm
+
+    from gan_training.trainer import TrainPriorConfig, train_prior
+
+    config = TrainPriorConfig(**options)
+    interrupted = {"flag": False}
+
+    def on_interrupt(signum, frame):
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+        click.echo("\ninterrupted: finishing this step and writing a checkpoint "
+                   "(Ctrl-C again to abort without it)", err=True)
+
+    state: dict = {"bar": None}
+
+    def progress(step: int, total: int, losses: dict) -> None:
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, initial=step - 1, desc="train-prior", unit="step",
+                                disable=quiet, dynamic_ncols=True)
+        state["bar"].update(step - state["bar"].n)
+        state["bar"].set_postfix(W=f"{losses['wasserstein']:.3f}",
+                                 GP=f"{losses['gradient_penalty']:.3f}",
+                                 G=f"{losses['generator_loss']:.3f}", refresh=False)
+        if step == total:
+            state["bar"].close()
+            if not no_score and not quiet:
+                click.echo("scoring the prior with a classifier trained on the public split...")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        record = train_prior(config, resume=resume, score=not no_score, progress=progress,
+                             should_stop=lambda: interrupted["flag"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if state["bar"] is not None:
+            state["bar"].close()
+    seconds = record["train_seconds"] / max(record["step"], 1)
+    click.echo(f"{record['step']}/{config.steps} generator steps, {seconds:.3f} s per step "
+               f"-> {config.out}/generator.safetensors")
+    if not record["finished"]:
+        click.echo(f"stopped early; continue with the same options plus --resume, e.g. "
+                   f"ggl train-prior --resume --out {config.out} --steps {config.steps}")
+        raise SystemExit(130)
+    quality = record.get("quality")
+    if quality and quality.get("available"):
+        click.echo(f"prior quality: confidence {quality['confidence']:.3f} (real private "
+                   f"images: {quality['real_confidence']:.3f}), smallest class share "
+                   f"{quality['min_class_share']:.1%}, coverage {quality['coverage']:.3f} "
+                   f"[scorer: classifier trained on the public split, private accuracy "
+                   f"{quality['scorer_private_accuracy']:.1%}]")
+        if "conditional_accuracy" in quality:
+            click.echo(f"conditional prior: {quality['conditional_accuracy']:.1%} of samples are "
+                       f"classified as the class they were drawn for")
+    elif quality:
+        click.echo(f"prior quality unavailable: {quality['reason']}")
+
+
 @cli.command("list")
 def list_registered():
     """List the registered attacks, models, datasets and distances."""

@@ -59,19 +59,22 @@ def downsample(history: Sequence[float], points: int = 1000) -> dict[str, list]:
     return {"iteration": iterations, "loss": [float(history[i]) for i in iterations]}
 
 
-def image_grid(images01: torch.Tensor, min_size: int = 128) -> "PIL.Image.Image":
-    """A one-row grid of ``[0, 1]`` images ``(B, C, H, W)``, upscaled (nearest) to be seen."""
+def image_grid(images01: torch.Tensor, min_size: int = 128,
+               nrow: int | None = None) -> "PIL.Image.Image":
+    """A grid of ``[0, 1]`` images ``(B, C, H, W)``, ``nrow`` per row (default: one row),
+    upscaled (nearest) to be seen."""
     from PIL import Image
     from torchvision.utils import make_grid
 
     scale = max(1, min_size // images01.shape[-1])
     images01 = F.interpolate(images01.float().cpu(), scale_factor=scale, mode="nearest")
-    grid = make_grid(images01, nrow=len(images01), padding=2, pad_value=1.0)
+    grid = make_grid(images01, nrow=nrow or len(images01), padding=2, pad_value=1.0)
     array = grid.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     return Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
 
 
-def _atomic_save_image(image, path: Path, **kwargs) -> None:
+def atomic_save_image(image, path: Path, **kwargs) -> None:
+    """Save a PIL image (format from the suffix) through :func:`atomic_write_bytes`."""
     import io
 
     buffer = io.BytesIO()
@@ -86,14 +89,14 @@ def save_images(out: str | Path, original: torch.Tensor, reconstruction: torch.T
     ``reconstruction`` must already be in the originals' (matched) order. Returns the names.
     """
     out = Path(out)
-    _atomic_save_image(image_grid(to_unit_range(original, mean, std)), out / "original.png")
-    _atomic_save_image(image_grid(to_unit_range(reconstruction, mean, std)),
+    atomic_save_image(image_grid(to_unit_range(original, mean, std)), out / "original.png")
+    atomic_save_image(image_grid(to_unit_range(reconstruction, mean, std)),
                        out / "reconstruction.png")
     names = ["original.png", "reconstruction.png"]
     if snapshots:
         frames = [image_grid(to_unit_range(images, mean, std)).convert("P")
                   for _, images in snapshots]
-        _atomic_save_image(frames[0], out / "progress.gif", save_all=True,
+        atomic_save_image(frames[0], out / "progress.gif", save_all=True,
                            append_images=frames[1:], duration=120, loop=0)
         names.append("progress.gif")
     return names

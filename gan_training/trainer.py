@@ -1,0 +1,313 @@
+"""WGAN-GP training of a ggl prior on the PUBLIC split of a registered dataset.
+
+One generator step = ``n_critic`` critic steps (loss ``D(fake) - D(real) + lambda * GP``)
+followed by one generator step (loss ``-D(G(z))``), Adam for both — the settings of GGL's
+prior (Gulrajani et al. 2017): lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.999), batch 64.
+
+Every random draw (real-batch indices, latents, interpolation weights) comes from one seeded
+CPU ``torch.Generator`` whose state is saved in each checkpoint, so ``resume`` continues the
+same sequence of batches a run that was never stopped would have seen.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import constants
+from gan_training.checkpoint import (read_training_state, restore_training_state,
+                                     save_generator, save_training_state)
+from gan_training.critic import Critic, gradient_penalty
+from generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
+from ggl.errors import GGLError
+
+CHECKPOINT = "checkpoint.safetensors"
+#: public splits smaller than this many bytes are kept as one tensor on the device
+IN_MEMORY_BYTES = 2 * 1024 ** 3
+
+
+@dataclass
+class TrainPriorConfig:
+    """Everything ``ggl train-prior`` takes. ``steps`` counts GENERATOR steps."""
+
+    dataset: str = "mnist"
+    out: str = "results/prior"
+    steps: int = 5000
+    batch_size: int = 64
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    latent_dim: int = 128
+    width: int = 64
+    conditional: bool = False
+    resolution: int | None = None
+    data_root: str | None = None
+    download: bool = False
+    checkpoint_every: int = 500
+    samples: int = 64
+    seed: int = constants.DEFAULT_SEED
+    device: str = "auto"
+
+    def validate(self) -> "TrainPriorConfig":
+        for name in ("steps", "batch_size", "n_critic", "checkpoint_every", "samples"):
+            if getattr(self, name) < 1:
+                raise GGLError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.gp_weight < 0:
+            raise GGLError(f"--lr must be > 0 and --gp-weight >= 0 (got {self.lr}, {self.gp_weight})")
+        if self.resolution is not None and self.resolution not in RESOLUTIONS:
+            WGANConfig(resolution=self.resolution)  # raises the architecture's own message
+        self.betas = tuple(self.betas)
+        return self
+
+    def architecture_fields(self) -> dict:
+        """What a checkpoint must agree on to be resumed with this config."""
+        return {k: getattr(self, k) for k in ("dataset", "batch_size", "n_critic", "gp_weight",
+                                              "lr", "latent_dim", "width", "conditional",
+                                              "resolution", "seed")}
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["betas"] = list(self.betas)
+        return record
+
+
+@dataclass
+class TrainingHistory:
+    """Per generator step: the critic's last loss terms and the generator's loss."""
+
+    wasserstein: list[float] = field(default_factory=list)   # mean D(real) - mean D(fake)
+    gradient_penalty: list[float] = field(default_factory=list)
+    critic_loss: list[float] = field(default_factory=list)
+    generator_loss: list[float] = field(default_factory=list)
+
+
+class _PublicBatches:
+    """Random batches ``(images (B, C, R, R), labels (B,))`` of the public split, with replacement."""
+
+    def __init__(self, dataset, device: torch.device):
+        self.dataset, self.device = dataset, device
+        if len(dataset) == 0:
+            raise GGLError("the dataset's public split is empty: a prior needs public images")
+        image, _ = dataset[0]
+        self.images = self.labels = None
+        if len(dataset) * image.numel() * 4 <= IN_MEMORY_BYTES:
+            images = getattr(dataset, "images", None)
+            labels = getattr(dataset, "labels", None)
+            if images is None:
+                items = [dataset[i] for i in range(len(dataset))]
+                images = torch.stack([img for img, _ in items])
+                labels = torch.tensor([int(lbl) for _, lbl in items])
+            self.images, self.labels = images.to(device), torch.as_tensor(labels).to(device)
+
+    def sample(self, size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(len(self.dataset), (size,), generator=rng)
+        if self.images is not None:
+            index = index.to(self.device)
+            return self.images[index], self.labels[index]
+        items = [self.dataset[int(i)] for i in index]
+        return (torch.stack([img for img, _ in items]).to(self.device),
+                torch.tensor([int(lbl) for _, lbl in items], device=self.device))
+
+
+def _check_resumable(saved: dict, config: TrainPriorConfig, path: Path) -> None:
+    mine, theirs = config.architecture_fields(), saved["config"]
+    differing = {k: (theirs.get(k), v) for k, v in mine.items()
+                 if k != "resolution" and theirs.get(k) != v}
+    if config.resolution is not None and theirs.get("resolution") != config.resolution:
+        differing["resolution"] = (theirs.get("resolution"), config.resolution)
+    if differing:
+        listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
+        raise GGLError(f"--resume: {path} was trained with other settings ({listed}); resume "
+                       f"with the checkpoint's settings or train into another --out")
+
+
+class PriorTrainer:
+    """Train (or resume) a WGAN-GP prior; see :func:`train_prior` for the one-call version."""
+
+    def __init__(self, config: TrainPriorConfig, resume: bool = False, data=None):
+        """Args:
+            config: the run's settings (validated here).
+            resume: continue the checkpoint in ``config.out`` instead of refusing to touch it.
+            data: an :class:`ggl.data.ImageData` to train on instead of ``config.dataset``
+                (for your own data from Python; its ``public`` split is used).
+        """
+        from ggl.config import resolve_device
+        from ggl.data import load_dataset
+
+        self.config = config.validate()
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / CHECKPOINT
+        saved = None
+        if self.checkpoint_path.exists():
+            if not resume:
+                raise GGLError(f"{self.out} already holds a training checkpoint; pass --resume "
+                               f"to continue it, or choose another --out (nothing was overwritten)")
+            saved, tensors = read_training_state(self.checkpoint_path)
+            _check_resumable(saved, config, self.checkpoint_path)
+            config.resolution = saved["config"]["resolution"]
+        elif resume:
+            raise GGLError(f"--resume: {self.out} holds no {CHECKPOINT} to continue; "
+                           f"leave out --resume to start a new run there")
+
+        self.device = resolve_device(config.device)
+        self.data = data if data is not None else load_dataset(
+            config.dataset, root=config.data_root, download=config.download,
+            resolution=config.resolution)
+        config.resolution = self.data.resolution
+        self.architecture = WGANConfig(
+            channels=self.data.channels, resolution=self.data.resolution,
+            latent_dim=config.latent_dim, width=config.width,
+            num_classes=self.data.num_classes if config.conditional else None)
+        self.batches = _PublicBatches(self.data.public, self.device)
+
+        torch.manual_seed(config.seed)  # network initialization
+        self.generator = WGANGenerator(self.architecture).to(self.device)
+        self.critic = Critic(self.architecture).to(self.device)
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.generator.parameters(), config.lr, betas=config.betas),
+            "critic": torch.optim.Adam(self.critic.parameters(), config.lr, betas=config.betas)}
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.fixed_latents = torch.randn(config.samples, config.latent_dim,
+                                         generator=torch.Generator().manual_seed(config.seed + 1))
+        self.fixed_labels = torch.arange(config.samples) % self.data.num_classes
+        self.history = TrainingHistory()
+        self.step = 0
+        self.train_seconds = 0.0
+        if saved is not None:
+            restore_training_state(tensors, self.generator, self.critic, self.optimizers, self.rng)
+            self.step = saved["step"]
+            self.history = TrainingHistory(**saved["history"])
+            self.train_seconds = saved.get("train_seconds", 0.0)
+
+    # --- one step ---------------------------------------------------------------------------
+    def _latents(self, size: int) -> torch.Tensor:
+        return torch.randn(size, self.config.latent_dim, generator=self.rng).to(self.device)
+
+    def _fake_labels(self, real_labels: torch.Tensor) -> torch.Tensor | None:
+        return real_labels if self.architecture.conditional else None
+
+    def train_step(self) -> dict[str, float]:
+        """``n_critic`` critic updates then one generator update; returns the step's losses."""
+        cfg, generator, critic = self.config, self.generator, self.critic
+        generator.train()
+        critic.train()
+        for _ in range(cfg.n_critic):
+            real, labels = self.batches.sample(cfg.batch_size, self.rng)
+            labels = self._fake_labels(labels)
+            with torch.no_grad():
+                fake = generator(self._latents(cfg.batch_size), labels)
+            epsilon = torch.rand(cfg.batch_size, generator=self.rng).to(self.device)
+            wasserstein = critic(real, labels).mean() - critic(fake, labels).mean()
+            penalty = gradient_penalty(critic, real, fake, epsilon, labels)
+            critic_loss = -wasserstein + cfg.gp_weight * penalty
+            self.optimizers["critic"].zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.optimizers["critic"].step()
+
+        _, labels = self.batches.sample(cfg.batch_size, self.rng)
+        labels = self._fake_labels(labels)
+        generator_loss = -critic(generator(self._latents(cfg.batch_size), labels), labels).mean()
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self.optimizers["generator"].step()
+        self.step += 1
+        losses = {"wasserstein": wasserstein.item(), "gradient_penalty": penalty.item(),
+                  "critic_loss": critic_loss.item(), "generator_loss": generator_loss.item()}
+        for key, value in losses.items():
+            getattr(self.history, key).append(value)
+        return losses
+
+    # --- outputs ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def samples(self) -> torch.Tensor:
+        """The fixed-latent sample grid's images ``(samples, C, R, R)`` in [-1, 1], eval mode."""
+        self.generator.eval()
+        labels = self.fixed_labels.to(self.device) if self.architecture.conditional else None
+        return self.generator(self.fixed_latents.to(self.device), labels).cpu()
+
+    def record(self) -> dict:
+        """The JSON record of the current state (also embedded in the safetensors files)."""
+        from ggl.results import library_versions
+
+        return {
+            "generator": self.architecture.to_dict(),
+            "dataset": self.config.dataset,
+            "split": "public",
+            "public_size": len(self.data.public),
+            "num_classes": self.data.num_classes,
+            "normalization": {"mean": list(self.data.mean), "std": list(self.data.std)},
+            "resolution": self.data.resolution,
+            "channels": self.data.channels,
+            "step": self.step,
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+            "train_seconds": self.train_seconds,
+            "history": asdict(self.history),
+            "versions": library_versions(),
+        }
+
+    def save_checkpoint(self, quality: dict | None = None) -> dict:
+        """Write the training checkpoint, the usable prior, the sample grid and loss plot."""
+        from gan_training.plots import save_loss_plot, save_sample_grid
+
+        record = self.record()
+        if quality is not None:
+            record["quality"] = quality
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_training_state(self.checkpoint_path, record, self.generator, self.critic,
+                            self.optimizers, self.rng)
+        prior_record = {k: v for k, v in record.items() if k != "history"}
+        save_generator(self.out, self.generator, prior_record)
+        samples, mean, std = self.samples(), self.data.mean, self.data.std
+        save_sample_grid(samples, self.out / "samples" / f"step_{self.step:07d}.png", mean, std)
+        save_sample_grid(samples, self.out / "samples.png", mean, std)
+        save_loss_plot(self.history, self.out / "losses.png")
+        return record
+
+    # --- the loop ---------------------------------------------------------------------------
+    def train(self, progress: Callable[[int, int, dict], None] | None = None,
+              should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Train until ``config.steps`` generator steps; returns False if stopped early.
+
+        Checkpoints every ``checkpoint_every`` steps, at the end, and when ``should_stop()``
+        turns true (the step in progress is finished first, so nothing is lost).
+        """
+        cfg = self.config
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            losses = self.train_step()
+            self.train_seconds += time.perf_counter() - started
+            if progress is not None:
+                progress(self.step, cfg.steps, losses)
+            stopping = should_stop()
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stopping:
+                self.save_checkpoint()
+            if stopping:
+                return False
+        if not self.checkpoint_path.exists():  # resumed a finished run: still leave outputs
+            self.save_checkpoint()
+        return True
+
+    def seconds_per_step(self) -> float:
+        return self.train_seconds / max(self.step, 1)
+
+
+def train_prior(config: TrainPriorConfig, resume: bool = False, score: bool = True,
+                progress=None, should_stop=lambda: False) -> dict:
+    """Train a prior, score it (when the dataset allows) and return the final record."""
+    from gan_training.quality import score_prior
+
+    trainer = PriorTrainer(config, resume=resume)
+    finished = trainer.train(progress, should_stop)
+    record = trainer.record()
+    if finished and score:
+        record = trainer.save_checkpoint(quality=score_prior(trainer.generator, trainer.data,
+                                                             seed=config.seed,
+                                                             device=trainer.device))
+    record["finished"] = finished
+    return record
+

@@ -1,0 +1,185 @@
+"""The DCGAN-style WGAN-GP generator of GGL, and its checkpoint format.
+
+Architecture (GGL's CelebA prior at ``width=128``, ``resolution=32``)::
+
+    z (latent_dim) -> Linear -> (c0, 4, 4) + BN + ReLU
+                   -> [ConvTranspose(k=2, s=2) + BN + ReLU] x (log2(resolution / 4) - 1)
+                   -> ConvTranspose(k=2, s=2) -> tanh          # (channels, resolution, resolution)
+
+with ``c0 = width * 2**(n_up - 1)`` channels halving at every up-sampling, ``n_up =
+log2(resolution / 4)``. The output lies in ``[-1, 1]``: the data's normalized space when the
+data are normalized with mean = std = 0.5 (ggl's convention).
+
+A class-conditional variant (``num_classes`` set) multiplies ``z`` by a learned class
+embedding before the first layer, so one network draws any class on demand.
+
+Checkpoints are two files side by side: ``NAME.safetensors`` (tensors only) and
+``NAME.json`` (the :class:`WGANConfig` and training facts). Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ggl.errors import GGLError
+
+ARCHITECTURE = "wgan-gp"
+#: resolutions the architecture can make: 4 * 2**n_up with at least two up-samplings
+RESOLUTIONS = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class WGANConfig:
+    """What it takes to rebuild a WGAN-GP generator (and its critic).
+
+    Attributes:
+        channels: output channels (1 grayscale, 3 RGB).
+        resolution: output height = width; one of ``RESOLUTIONS``.
+        latent_dim: size of ``z`` (GGL: 128).
+        width: channels of the last hidden layer; the first has ``width * 2**(n_up-1)``.
+        num_classes: ``None`` for an unconditional generator, else the number of classes.
+    """
+
+    channels: int = 1
+    resolution: int = 32
+    latent_dim: int = 128
+    width: int = 64
+    num_classes: int | None = None
+
+    def __post_init__(self):
+        if self.resolution not in RESOLUTIONS:
+            raise GGLError(f"the wgan-gp architecture cannot make {self.resolution}x"
+                           f"{self.resolution} images; accepted resolutions: "
+                           f"{', '.join(map(str, RESOLUTIONS))} (use --resolution)")
+        for name in ("channels", "latent_dim", "width"):
+            if getattr(self, name) < 1:
+                raise GGLError(f"wgan-gp {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise GGLError(f"a conditional wgan-gp needs >= 2 classes, got {self.num_classes}")
+
+    @property
+    def upsamplings(self) -> int:
+        return int(math.log2(self.resolution // 4))
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def to_dict(self) -> dict:
+        return {"architecture": ARCHITECTURE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "WGANConfig":
+        if record.get("architecture") != ARCHITECTURE:
+            raise GGLError(f"checkpoint architecture is {record.get('architecture')!r}, "
+                           f"expected {ARCHITECTURE!r}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+class WGANGenerator(nn.Module):
+    """DCGAN generator: ``z (N, latent_dim)`` [+ ``labels (N,)``] -> images ``(N, C, R, R)`` in [-1, 1]."""
+
+    def __init__(self, config: WGANConfig):
+        super().__init__()
+        self.config = config
+        channels = config.width * 2 ** (config.upsamplings - 1)
+        self.embedding = (nn.Embedding(config.num_classes, config.latent_dim)
+                          if config.conditional else None)
+        if self.embedding is not None:
+            nn.init.ones_(self.embedding.weight)  # start as the unconditional generator
+        self.project = nn.Sequential(nn.Linear(config.latent_dim, channels * 16),
+                                     nn.BatchNorm1d(channels * 16), nn.ReLU(True))
+        blocks = []
+        for _ in range(config.upsamplings - 1):
+            blocks += [nn.ConvTranspose2d(channels, channels // 2, 2, stride=2),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        blocks += [nn.ConvTranspose2d(channels, config.channels, 2, stride=2), nn.Tanh()]
+        self.upsample = nn.Sequential(*blocks)
+        self._first_channels = config.width * 2 ** (config.upsamplings - 1)
+        self._dcgan_init()
+
+    def _dcgan_init(self) -> None:
+        """DCGAN's initialization (Radford et al. 2016): weights N(0, 0.02), BN scales N(1, 0.02).
+
+        PyTorch's default for ConvTranspose2d computes fan-in from the OUTPUT channels, so
+        the last layer (fan-in 1 * 2 * 2) starts with weights up to +-0.5 and every pixel
+        saturates the tanh; at lr 1e-4 Adam needs thousands of steps to undo that.
+        """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.normal_(module.weight, 1.0, 0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embedding is not None:
+            if labels is None:
+                raise GGLError("this wgan-gp generator is class-conditional: give labels")
+            z = z * self.embedding(labels)
+        hidden = self.project(z).view(len(z), self._first_channels, 4, 4)
+        return self.upsample(hidden)
+
+
+def checkpoint_paths(stem: str | Path) -> tuple[Path, Path]:
+    """``(weights .safetensors, config .json)`` of a checkpoint given either file or the stem."""
+    stem = Path(stem)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file as a dict, or one clear error when it is missing or unreadable."""
+    if not path.is_file():
+        raise GGLError(f"{what}: {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GGLError(f"{what}: {path} is corrupt or truncated ({err}); "
+                       f"restore it or start from another checkpoint") from None
+
+
+def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (on the CPU), or one clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise GGLError(f"{what}: {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise GGLError(f"{what}: {path} is corrupt or truncated ({err}); "
+                       f"restore it or start from another checkpoint") from None
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> WGANGenerator:
+    """A generator from a checkpoint written by ``ggl train-prior``, in ``eval()`` mode.
+
+    Args:
+        path: ``DIR`` holding ``generator.safetensors`` + ``generator.json``, or either file,
+            or their common stem.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "generator"
+    weights_path, config_path = checkpoint_paths(path)
+    record = read_json(config_path, "wgan-gp generator config")
+    config = WGANConfig.from_dict(record.get("generator", record))
+    generator = WGANGenerator(config)
+    state = read_tensors(weights_path, "wgan-gp generator weights")
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as err:
+        raise GGLError(f"{weights_path} does not match its config {config} "
+                       f"({str(err).splitlines()[0]})") from None
+    return generator.to(device).eval()

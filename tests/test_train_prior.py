@@ -1,0 +1,254 @@
+"""``ggl train-prior``: WGAN-GP training, checkpoints, resume after a kill, and bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from gan_training.checkpoint import read_training_state
+from gan_training.quality import sample_statistics, wasserstein_estimate
+from gan_training.trainer import PriorTrainer, TrainPriorConfig, train_prior
+from generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator, load_generator
+from ggl.cli import cli
+from ggl.errors import GGLError
+
+#: a prior small enough to train a few steps in well under a second each on one CPU core
+TINY = dict(width=8, latent_dim=16, batch_size=16, n_critic=2, samples=8)
+
+
+def tiny_config(out, **overrides) -> TrainPriorConfig:
+    return TrainPriorConfig(out=str(out), device="cpu", **{**TINY, **overrides})
+
+
+def _user_error(result, *mentions):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.startswith("Error: ")
+    for text in mentions:
+        assert text in result.output, f"{text!r} not in {result.output!r}"
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, ["train-prior", *map(str, args)])
+
+
+# --- the architecture ---------------------------------------------------------------------
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generator_makes_the_requested_shape_in_tanh_range(resolution, channels):
+    generator = WGANGenerator(WGANConfig(channels=channels, resolution=resolution, width=4,
+                                         latent_dim=8)).eval()
+    images = generator(torch.randn(3, 8))
+    assert images.shape == (3, channels, resolution, resolution)
+    assert images.abs().max() <= 1
+
+
+def test_conditional_generator_draws_by_class_and_demands_labels():
+    generator = WGANGenerator(WGANConfig(width=4, latent_dim=8, num_classes=10)).eval()
+    with torch.no_grad():
+        generator.embedding.weight.normal_()
+        z = torch.randn(1, 8).repeat(2, 1)
+        images = generator(z, torch.tensor([3, 7]))
+    assert not torch.allclose(images[0], images[1])  # same latent, different class
+    with pytest.raises(GGLError, match="class-conditional"):
+        generator(z)
+
+
+# --- training does what a WGAN-GP should --------------------------------------------------
+def test_training_lowers_the_wasserstein_estimate_on_offline_mnist(tmp_path, mnist):
+    """A fresh critic finds the trained generator's samples closer to the public digits."""
+    trainer = PriorTrainer(tiny_config(tmp_path, steps=150, n_critic=5, batch_size=32, lr=1e-3))
+    before = wasserstein_estimate(trainer.generator, mnist, critic_steps=200, critic_width=16,
+                                  seed=1)
+    trainer.train()
+    after = wasserstein_estimate(trainer.generator, mnist, critic_steps=200, critic_width=16,
+                                 seed=1)
+    assert after < 0.6 * before, (before, after)
+    history = trainer.history
+    assert len(history.wasserstein) == 150
+    # the training critic's own estimate falls from its peak as the generator improves
+    assert history.wasserstein[-1] < 0.8 * max(history.wasserstein)
+
+
+def test_quality_statistics_measure_confidence_and_evenness():
+    even = torch.eye(4).repeat(5, 1) * 0.9 + 0.025
+    stats = sample_statistics(even)
+    assert stats["confidence"] == pytest.approx(0.925)
+    assert stats["min_class_share"] == pytest.approx(0.25)
+    assert stats["coverage"] == pytest.approx(1.0)
+    collapsed = sample_statistics(torch.tensor([[0.7, 0.1, 0.1, 0.1]]).repeat(8, 1))
+    assert collapsed["min_class_share"] == 0 and collapsed["coverage"] == pytest.approx(0)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+def test_checkpoint_round_trip(tmp_path):
+    trainer = PriorTrainer(tiny_config(tmp_path, steps=3, checkpoint_every=3))
+    assert trainer.train()
+    for name in ("checkpoint.safetensors", "checkpoint.json", "generator.safetensors",
+                 "generator.json", "samples.png", "samples/step_0000003.png", "losses.png"):
+        assert (tmp_path / name).is_file(), name
+    record = json.loads((tmp_path / "generator.json").read_text())
+    assert record["generator"] == {"architecture": "wgan-gp", "channels": 1, "resolution": 32,
+                                   "latent_dim": 16, "width": 8, "num_classes": None}
+    assert (record["dataset"], record["split"], record["step"], record["seed"]) == \
+        ("mnist", "public", 3, 0)
+    assert record["normalization"] == {"mean": [0.5], "std": [0.5]}
+
+    loaded = load_generator(tmp_path)
+    z = torch.randn(5, 16)
+    trainer.generator.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(z), trainer.generator(z))
+    saved, tensors = read_training_state(tmp_path / "checkpoint.safetensors")
+    assert saved["step"] == 3 and len(saved["history"]["wasserstein"]) == 3
+    assert any(k.startswith("optimizer_critic.") for k in tensors) and "rng" in tensors
+
+
+def _final_weights(directory):
+    return load_file(str(directory / "checkpoint.safetensors"))
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_after_an_interruption_loses_nothing(tmp_path):
+    straight = tmp_path / "straight"
+    PriorTrainer(tiny_config(straight, steps=6, checkpoint_every=2)).train()
+
+    interrupted = tmp_path / "interrupted"
+
+    def crash_at_step_5(step, total, losses):
+        if step == 5:
+            raise RuntimeError("power cut")  # steps 3..5 were never checkpointed
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        PriorTrainer(tiny_config(interrupted, steps=6, checkpoint_every=2)).train(crash_at_step_5)
+    assert read_training_state(interrupted / "checkpoint.safetensors")[0]["step"] == 4
+    resumed = PriorTrainer(tiny_config(interrupted, steps=6, checkpoint_every=2), resume=True)
+    assert resumed.step == 4
+    assert resumed.train()
+    _assert_same_weights(_final_weights(straight), _final_weights(interrupted))
+    saved = read_training_state(interrupted / "checkpoint.safetensors")[0]
+    straight_saved = read_training_state(straight / "checkpoint.safetensors")[0]
+    assert saved["history"] == straight_saved["history"]
+
+
+def test_a_stop_request_checkpoints_the_current_step(tmp_path):
+    trainer = PriorTrainer(tiny_config(tmp_path, steps=50, checkpoint_every=100))
+    assert not trainer.train(should_stop=lambda: trainer.step == 3)
+    assert read_training_state(tmp_path / "checkpoint.safetensors")[0]["step"] == 3
+
+
+def test_killed_command_resumes_to_the_same_prior(tmp_path):
+    """SIGKILL a real ``ggl train-prior`` process mid-run, resume it, compare weights."""
+    common = ["--steps", "8", "--checkpoint-every", "2", "--width", "8", "--latent-dim", "16",
+              "--batch-size", "16", "--n-critic", "2", "--device", "cpu", "--no-score",
+              "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ggl.cli", "train-prior"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*command, "--out", straight, *common], env=env, check=True,
+                   capture_output=True, timeout=300)
+
+    process = subprocess.Popen([*command, "--out", killed, *common], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    step = read_training_state(killed / "checkpoint.safetensors")[0]["step"]
+    assert 2 <= step < 8 or process.returncode == 0
+    subprocess.run([*command, "--out", killed, "--resume", *common], env=env, check=True,
+                   capture_output=True, timeout=300)
+    _assert_same_weights(_final_weights(straight), _final_weights(killed))
+
+
+def test_cli_trains_scores_and_reports(tmp_path):
+    result = _cli("--steps", 2, "--width", 8, "--latent-dim", 16, "--batch-size", 16,
+                  "--n-critic", 1, "--device", "cpu", "--quiet", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "2/2 generator steps" in result.output and "prior quality" in result.output
+    quality = json.loads((tmp_path / "generator.json").read_text())["quality"]
+    assert quality["available"] and 0 < quality["confidence"] <= 1
+    assert len(quality["class_shares"]) == 10 and quality["scorer_private_accuracy"] > 0.9
+    assert quality["real_confidence"] > 0.9  # real digits: what a good prior approaches
+
+
+# --- bad input: one clear error, nothing overwritten --------------------------------------
+def test_resolution_the_architecture_cannot_make(tmp_path):
+    _user_error(_cli("--resolution", 48, "--out", tmp_path), "cannot make 48x48",
+                "16, 32, 64, 128")
+
+
+def test_missing_dataset_files(tmp_path):
+    _user_error(_cli("--dataset", "cifar10", "--data-root", tmp_path / "nothing",
+                     "--out", tmp_path / "out"), "cifar10")
+    assert not (tmp_path / "out" / "checkpoint.safetensors").exists()
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A finished 2-step run in ``tmp_path/run`` and the bytes of its checkpoint."""
+    out = tmp_path / "run"
+    PriorTrainer(tiny_config(out, steps=2, checkpoint_every=2)).train()
+    return out, (out / "checkpoint.safetensors").read_bytes()
+
+
+def _tiny_cli_args(out, **changes):
+    options = {"--width": 8, "--latent-dim": 16, "--batch-size": 16, "--n-critic": 2,
+               "--steps": 4, "--device": "cpu", "--out": out, **changes}
+    return [item for pair in options.items() for item in pair] + ["--quiet", "--no-score"]
+
+
+def test_existing_checkpoint_is_not_overwritten_without_resume(trained):
+    out, before = trained
+    _user_error(_cli(*_tiny_cli_args(out)), "already holds a training checkpoint", "--resume")
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_with_another_architecture_is_refused(trained):
+    out, before = trained
+    _user_error(_cli(*_tiny_cli_args(out, **{"--width": 16}), "--resume"),
+                "other settings", "width: checkpoint 8 vs now 16")
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    _user_error(_cli(*_tiny_cli_args(tmp_path / "empty"), "--resume"), "holds no checkpoint")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_checkpoint_is_reported_and_left_alone(trained, damage):
+    out, before = trained
+    path = out / "checkpoint.safetensors"
+    broken = before[: len(before) // 2] if damage == "truncate" else b"\x00" * 64
+    path.write_bytes(broken)
+    _user_error(_cli(*_tiny_cli_args(out), "--resume"), "corrupt or truncated", str(path))
+    assert path.read_bytes() == broken
+
+
+def test_corrupt_generator_file_is_one_clear_error(trained):
+    out, _ = trained
+    weights = out / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(GGLError, match="corrupt or truncated"):
+        load_generator(out)
+    with pytest.raises(GGLError, match="does not exist"):
+        load_generator(out / "nowhere")
+
+
+def test_bad_training_numbers(tmp_path):
+    _user_error(_cli("--steps", 0, "--out", tmp_path), "--steps must be >= 1")
+    _user_error(_cli("--n-critic", 0, "--out", tmp_path), "--n-critic must be >= 1")
+    with pytest.raises(GGLError, match="--lr must be > 0"):
+        train_prior(tiny_config(tmp_path, lr=0.0))
