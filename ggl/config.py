@@ -22,7 +22,7 @@ class RunConfig:
     configure the adversary; ``extra`` passes attack-specific options (e.g. ``signed``).
     """
 
-    attack: str = "ig"
+    attack: str = "ggl"
     model: str = "lenet"
     dataset: str = "mnist"
     data_root: str | None = None
@@ -45,6 +45,9 @@ class RunConfig:
     restarts: int | None = None
     init: str | None = None
     extra: dict = field(default_factory=dict)
+    defense: tuple[str, ...] = ()
+    d_param: float | None = None
+    adaptive: bool = False
     lpips_weights: str | None = None
     out: str | None = None
 
@@ -64,6 +67,7 @@ class RunConfig:
         if self.victim_steps < 0:
             raise GGLError(f"--victim-steps must be >= 0, got {self.victim_steps}")
         resolve_device(self.device)
+        self.build_defenses()
         self.build_attack()          # validates the attack options
         return self
 
@@ -75,7 +79,13 @@ class RunConfig:
     def build_attack(self):
         from ggl.attacks import ATTACKS
 
-        return choose(ATTACKS, self.attack, "attack")(seed=self.seed, **self.attack_options())
+        return choose(ATTACKS, self.attack, "attack")(seed=self.seed, adaptive=self.adaptive,
+                                                      **self.attack_options())
+
+    def build_defenses(self) -> list:
+        from ggl.defenses import parse_defenses
+
+        return parse_defenses(self.defense, self.d_param)
 
     def to_dict(self) -> dict:
         return asdict(self)

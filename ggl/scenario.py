@@ -36,8 +36,12 @@ class Observation:
         labels: ``(B,)`` true labels when the threat model grants them (``--known-labels``),
             otherwise ``None``.
         defense_names: the defenses the client applied, as the server may know them.
+        defenses: the same defenses as objects (with their parameters): what an adaptive
+            attacker models when the defense is known (``--adaptive``).
         public_images: ``(N, C, H, W)`` images of the public split: the server's own data
             of the domain (GGL's threat model), disjoint from every client's private data.
+        domain: the name of the data domain (a dataset name such as ``"mnist"``), which
+            the server knows; GGL picks its default generative prior by it.
     """
 
     model: nn.Module
@@ -49,7 +53,9 @@ class Observation:
     std: tuple[float, ...]
     labels: torch.Tensor | None = None
     defense_names: tuple[str, ...] = ()
+    defenses: tuple = ()
     public_images: torch.Tensor | None = None
+    domain: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -131,12 +137,14 @@ class Scenario:
         defenses: applied in order to a copy of the gradient before it is shared.
         known_labels: whether the server learns the labels (a stronger threat model).
         public_images: ``(N, C, H, W)`` public images the server holds (optional).
+        domain: the dataset name, known to the server (picks GGL's default prior).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  num_classes: int, mean: Sequence[float], std: Sequence[float],
                  indices: Sequence[int] = (), defenses: Sequence[Defense] = (),
-                 known_labels: bool = False, public_images: torch.Tensor | None = None):
+                 known_labels: bool = False, public_images: torch.Tensor | None = None,
+                 domain: str | None = None):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -144,6 +152,7 @@ class Scenario:
         self.defenses = list(defenses)
         self.known_labels = known_labels
         self.public_images = public_images
+        self.domain = domain
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
@@ -162,7 +171,9 @@ class Scenario:
             mean=self.mean, std=self.std,
             labels=self.labels.clone() if self.known_labels else None,
             defense_names=tuple(d.name for d in self.defenses),
+            defenses=tuple(self.defenses),
             public_images=self.public_images,
+            domain=self.domain,
         )
         secret = Secret(self.images.clone(), self.labels.clone(), self.indices)
         return observation, secret

@@ -10,7 +10,7 @@ from ggl.config import RunConfig
 from ggl.scenario import Observation, Scenario, Secret, client_gradient
 
 DOCUMENTED_FIELDS = {"model", "gradient", "batch_size", "image_shape", "num_classes", "mean",
-                     "std", "labels", "defense_names", "public_images"}
+                     "std", "labels", "defense_names", "defenses", "public_images", "domain"}
 
 
 def _reachable_tensors(obj, seen=None):
@@ -127,7 +127,7 @@ def test_attacks_reject_a_secret(lenet, observe):
     observation, secret, scenario = observe(lenet, [3])
     assert isinstance(secret, Secret)
     for name, cls in ATTACKS.items():
-        attack = cls(seed=0, budget=1)
+        attack = cls(seed=0, budget=1, **({"population": 1} if name == "ggl" else {}))
         with pytest.raises(TypeError):
             attack.reconstruct(secret)
         with pytest.raises(TypeError):

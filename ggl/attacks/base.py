@@ -52,7 +52,7 @@ class Attack:
     summary: ClassVar[str]
     Options: ClassVar[type]
 
-    def __init__(self, seed: int = 0, **overrides):
+    def __init__(self, seed: int = 0, adaptive: bool = False, **overrides):
         valid = {f.name for f in fields(self.Options)}
         unknown = set(overrides) - valid
         if unknown:
@@ -61,6 +61,7 @@ class Attack:
         self.options = replace(self.Options(), **{k: v for k, v in overrides.items()
                                                   if v is not None})
         self.seed = seed
+        self.adaptive = adaptive
         self._validate()
 
     def _validate(self) -> None:
@@ -80,6 +81,15 @@ class Attack:
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         raise NotImplementedError
+
+    def defense_model(self, observation: Observation):
+        """With ``adaptive``, the attacker-side model of the client's defenses (a transform
+        of trial gradients, see ``ggl.defenses``); otherwise None: the defense is ignored."""
+        if not self.adaptive or not observation.defenses:
+            return None
+        from ggl.defenses import attacker_transform
+
+        return attacker_transform(observation.defenses, observation.gradient)
 
     def generator(self) -> torch.Generator:
         """A CPU generator seeded by the run's seed: draws are made on the CPU, then moved, so

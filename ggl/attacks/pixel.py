@@ -116,7 +116,8 @@ class DLG(Attack):
         o = self.options
         objective = GradientMatching(observation.model, observation.gradient,
                                      distance=o.distance, layer_weights=o.layer_weights,
-                                     tv=o.tv, path=o.path)
+                                     tv=o.tv, path=o.path,
+                                     trial_transform=self.defense_model(observation))
         generator = self.generator()
         known = None if self.learns_labels else infer_labels(observation)
         best = {"loss": math.inf, "images": None, "labels": None}
@@ -230,7 +231,8 @@ class InvertingGradients(Attack):
         labels = infer_labels(observation)
         objective = GradientMatching(observation.model, observation.gradient,
                                      distance=o.distance, layer_weights=o.layer_weights,
-                                     tv=o.tv, path=o.path)
+                                     tv=o.tv, path=o.path,
+                                     trial_transform=self.defense_model(observation))
         low, high = observation.pixel_bounds()
         generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []

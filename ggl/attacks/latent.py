@@ -1,0 +1,210 @@
+"""Generative Gradient Leakage (Li et al., CVPR 2022): search a GAN's latent space.
+
+    labels  = inferred from the shared gradient (iDLG rule for B = 1, counts for B > 1)
+    images  = prior(z, labels)                       one latent per private image
+    loss(z) = distance(trial gradient of images, shared gradient) + kl * KL(z)
+    z*      = optimizer(loss, budget in evaluations)  best of n_trials by gradient loss
+
+The default objective is GGL's: squared L2 averaged over the parameter tensors plus 0.1 x
+the KL divergence of the latent entries' mean and spread from N(0, 1),
+``-0.5 (1 + log s^2 - m^2 - s^2)``. Black-box optimizers score whole populations of latents
+in one batched pass (generator and per-candidate victim gradients, see
+``GradientMatching``); ``adam`` differentiates through generator and victim.
+
+Beyond the original: ``refine_steps`` continues from the best generated image with pixel-space
+Adam on the same objective (minus the KL), kept only where it lowers the gradient loss.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ggl.attacks.base import Attack, Progress, Reconstruction
+from ggl.errors import GGLError
+from ggl.labels import infer_labels
+from ggl.objective import DISTANCES, GradientMatching
+from ggl.scenario import Observation
+
+#: progress-GIF frames per trial
+FRAMES = 24
+
+
+def latent_kl(latents: torch.Tensor) -> torch.Tensor:
+    """GGL's KL term per candidate: ``latents (P, n) -> (P,)``, with ``m``, ``s^2`` the mean
+    and variance of each candidate's ``n`` latent entries."""
+    mean, variance = latents.mean(1), latents.var(1, unbiased=False)
+    return -0.5 * (1 + variance.clamp_min(1e-12).log() - mean.pow(2) - variance)
+
+
+@dataclass
+class GGLOptions:
+    """GGL's defaults: CMA-ES, 25,000 evaluations (GGL's 500 rounds of 50), squared L2
+    averaged over layers + KL 0.1, the shipped prior of the data domain, one trial.
+
+    ``population`` ``None`` takes the method's own (nevergrad 50, TuRBO 10, adam 1);
+    ``lr`` is the adam method's step size; ``bounds`` boxes the latents (TuRBO: 2).
+    """
+
+    budget: int = 25_000
+    ng_method: str = "CMA"
+    generator: str = "default"
+    population: int | None = None
+    n_trials: int = 1
+    distance: str = "l2"
+    layer_weights: str = "mean"
+    kl: float = 0.1
+    tv: float = 0.0
+    lr: float = 0.1
+    bounds: float | None = None
+    truncation: float | None = None
+    refine_steps: int = 0
+    refine_lr: float = 0.01
+    path: str = "auto"
+    chunk_size: int | None = None
+
+
+class GGL(Attack):
+    """Generative Gradient Leakage: latent search in a GAN prior (``--ng_method``)."""
+
+    name = "ggl"
+    summary = "GGL: search a GAN prior's latent space (CMA-ES/any nevergrad, TuRBO, Adam)"
+    Options = GGLOptions
+
+    def __init__(self, seed: int = 0, adaptive: bool = False, **overrides):
+        restarts = overrides.pop("restarts", None)     # --restarts is GGL's --n_trials
+        if restarts is not None:
+            if overrides.get("n_trials") not in (None, restarts):
+                raise GGLError("--restarts and --n_trials mean the same for ggl; give one")
+            overrides["n_trials"] = restarts
+        super().__init__(seed, adaptive, **overrides)
+
+    def _validate(self) -> None:
+        super()._validate()
+        o = self.options
+        if o.distance not in DISTANCES:
+            raise GGLError(f"unknown distance {o.distance!r}; valid: {', '.join(sorted(DISTANCES))}")
+        if o.n_trials < 1:
+            raise GGLError(f"--n_trials (--restarts) must be at least 1, got {o.n_trials}")
+        for name in ("kl", "tv", "refine_steps"):
+            if getattr(o, name) < 0:
+                raise GGLError(f"{name} must be >= 0, got {getattr(o, name)}")
+        self.optimizer(0).check_budget(o.budget)      # unknown method or budget too small
+
+    def optimizer(self, trial: int):
+        from optimizers import build_optimizer
+
+        o = self.options
+        extra = {"lr": o.lr} if o.ng_method == "adam" else {}
+        return build_optimizer(o.ng_method, population=o.population, bounds=o.bounds,
+                               seed=self.seed * 1000 + trial, **extra)
+
+    def prior(self, observation: Observation):
+        from generators.prior import build_prior
+
+        prior = build_prior(self.options.generator, observation.domain)
+        if self.options.truncation is not None:
+            if not prior.conditional or prior.truncation is None:
+                raise GGLError("--set truncation applies to BigGAN priors only")
+            from generators.biggan import prior_from_biggan
+            prior = prior_from_biggan(prior.net.biggan, prior.name, self.options.truncation)
+        prior.check_labels(observation.num_classes)
+        return prior.to(observation.device).bind(observation.image_shape, observation.mean,
+                                                 observation.std)
+
+    def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
+        o = self.options
+        labels = infer_labels(observation)
+        prior = self.prior(observation)
+        batch, dim = observation.batch_size, prior.latent_dim
+        objective = GradientMatching(observation.model, observation.gradient,
+                                     distance=o.distance, layer_weights=o.layer_weights,
+                                     tv=o.tv, path=o.path, chunk_size=o.chunk_size,
+                                     trial_transform=self.defense_model(observation))
+
+        def generate(latents: torch.Tensor) -> torch.Tensor:
+            """``(P, B * d)`` latents -> candidates ``(P, B, C, H, W)``."""
+            count = latents.shape[0]
+            classes = labels.repeat(count) if prior.conditional else None
+            images = prior(latents.reshape(count * batch, dim).to(observation.device), classes)
+            return images.view(count, batch, *observation.image_shape)
+
+        differentiable = self.optimizer(0).differentiable
+
+        def loss(latents: torch.Tensor) -> torch.Tensor:
+            with torch.set_grad_enabled(differentiable):
+                value = objective(generate(latents), labels)
+                if o.kl:
+                    value = value + o.kl * latent_kl(latents.to(value.device))
+            return value if differentiable else value.detach()
+
+        total = o.budget * o.n_trials
+        snapshots, history, trials = [], [], []
+        generator = self.generator()
+        for trial in range(o.n_trials):
+            done = trial * o.budget
+            every = max(1, o.budget // FRAMES)
+            next_frame = [0]
+
+            def report(evaluations, budget, best_loss, best_latent):
+                progress(done + evaluations, total, best_loss)
+                if evaluations >= next_frame[0]:
+                    with torch.no_grad():
+                        snapshots.append((done + evaluations, generate(best_latent[None])[0].cpu()))
+                    next_frame[0] = evaluations + every
+
+            init = prior.sample_latent(batch, generator).reshape(-1)
+            result = self.optimizer(trial).minimize(loss, init, o.budget, report)
+            with torch.no_grad():
+                images = generate(result.latent[None])[0]
+                gradient_loss = objective(images[None], labels)[0].item()
+            trials.append({"objective": result.loss, "gradient_loss": gradient_loss,
+                           "latent": result.latent, "images": images, "info": result.info})
+            history.extend(result.history)
+        best = min(trials, key=lambda t: t["gradient_loss"] if math.isfinite(t["gradient_loss"])
+                   else math.inf)
+        if not math.isfinite(best["gradient_loss"]):
+            raise GGLError("GGL diverged: every trial's best latent has a non-finite loss")
+        images, final_loss = best["images"], best["gradient_loss"]
+        info = {"label_method": "known" if observation.labels is not None else "inferred",
+                "generator": prior.name, "ng_method": o.ng_method,
+                "optimizer": best["info"], "n_trials": o.n_trials,
+                "trial_gradient_losses": [t["gradient_loss"] for t in trials],
+                "trial_objectives": [t["objective"] for t in trials],
+                "gradient_path": objective.choose_path(
+                    1 if differentiable else self.optimizer(0).population),
+                "latent": best["latent"].tolist()}
+        search_evaluations = objective.evaluations
+        if o.refine_steps:
+            images, final_loss, refinement = self._refine(observation, objective, images,
+                                                          labels, final_loss)
+            info["refinement"] = refinement
+        snapshots.append((total, images.cpu()))
+        return Reconstruction(images=images.detach(), labels=labels, loss=final_loss,
+                              history=history, snapshots=snapshots,
+                              evaluations=objective.evaluations, iterations=search_evaluations,
+                              info=info)
+
+    def _refine(self, observation, objective, images, labels, latent_loss):
+        """Pixel-space Adam from the generated images; kept only if the loss drops."""
+        o = self.options
+        low, high = observation.pixel_bounds()
+        pixels = images.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([pixels], lr=o.refine_lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.refine_steps)
+        best_loss, best = latent_loss, images.detach().clone()
+        for _ in range(o.refine_steps):
+            value = objective(pixels[None], labels)[0]
+            if value.item() < best_loss:
+                best_loss, best = value.item(), pixels.detach().clone()
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                torch.max(torch.min(pixels, high), low, out=pixels)
+        return best, best_loss, {"steps": o.refine_steps, "lr": o.refine_lr,
+                                 "gradient_loss_before": latent_loss,
+                                 "gradient_loss_after": best_loss,
+                                 "kept": best_loss < latent_loss}

@@ -1,0 +1,55 @@
+"""Gradient descent in latent space: Adam with GGL's cosine learning-rate ramp.
+
+GGL's Adam baseline: ``z ~ N(0, I)``, lr 0.1, the learning rate ramped up over the first 5%
+of the steps and down along a half cosine over the last 25% (StyleGAN's projector schedule),
+one latent per step, so a budget of N evaluations is N steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ggl.errors import GGLError
+from optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
+
+
+def ramped_lr(base: float, t: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
+    """Learning rate at progress ``t`` in [0, 1): warm-up over ``rampup``, cosine cool-down
+    over the last ``rampdown``."""
+    ramp = min(1.0, (1.0 - t) / rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return base * ramp * min(1.0, t / rampup) if rampup > 0 else base * ramp
+
+
+class AdamSearch(LatentOptimizer):
+    """Adam on one latent; the objective must be differentiable w.r.t. it."""
+
+    name = "adam"
+    differentiable = True
+
+    def __init__(self, lr: float = 0.1, rampup: float = 0.05, rampdown: float = 0.25,
+                 seed: int = 0, bounds: float | None = None, population: int = 1):
+        super().__init__(1, seed, bounds)
+        if lr <= 0:
+            raise GGLError(f"adam lr must be positive, got {lr}")
+        self.lr, self.rampup, self.rampdown = lr, rampup, rampdown
+
+    def _minimize(self, objective: Objective, init: torch.Tensor, budget: int,
+                  tracker: BestTracker) -> SearchResult:
+        latent = init.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([latent], lr=self.lr)
+        for step in range(budget):
+            for group in optimizer.param_groups:
+                group["lr"] = ramped_lr(self.lr, step / budget, self.rampup, self.rampdown)
+            loss = objective(latent.unsqueeze(0))
+            tracker.record(latent.detach().unsqueeze(0), loss)
+            if not torch.isfinite(loss).all():
+                break                                  # keep the best finite latent so far
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            if self.bounds is not None:
+                with torch.no_grad():
+                    latent.clamp_(-self.bounds, self.bounds)
+        return tracker.result(lr=self.lr, steps=tracker.evaluations)
