@@ -149,13 +149,16 @@ def test_batched_population_equals_one_at_a_time(make_victim, model):
     assert torch.allclose(batched, looped, rtol=1e-4, atol=1e-6)
 
 
-def test_auto_path_loops_large_models_on_the_cpu(make_victim):
-    small = GradientMatching(make_victim("lenet"), [torch.zeros_like(p) for p in
-                                                    make_victim("lenet").parameters()])
-    large = make_victim("resnet18")
-    big = GradientMatching(large, [torch.zeros_like(p) for p in large.parameters()])
-    assert small.choose_path(50) == "vmap" and big.choose_path(50) == "loop"
-    assert small.choose_path(1) == "loop"
+def test_auto_path_batches_populations_the_model_allows(make_victim):
+    def matching(model):
+        return GradientMatching(model, [torch.zeros_like(p) for p in model.parameters()])
+
+    large = matching(make_victim("resnet18"))
+    assert large.choose_path(50) == "vmap" and large.choose_path(1) == "loop"
+    assert 1 <= large._auto_chunk(50) < 50          # 11 M parameters: chunked within 2 GiB
+    assert matching(make_victim("lenet"))._auto_chunk(50) == 50
+    training = matching(make_victim("resnet18", mode="train"))
+    assert training.choose_path(50) == "loop"      # train-mode BatchNorm cannot be vmapped
 
 
 # --- the attack ---------------------------------------------------------------------------
