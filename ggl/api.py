@@ -47,6 +47,9 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
     model = build_victim(config.model, data.channels, data.resolution, data.num_classes,
                          seed=config.seed, width=config.width, mode=config.model_mode,
                          weights=config.weights).to(device)
+    defenses = config.build_defenses()
+    for defense in defenses:          # model extensions (PRECODE) are part of the global model
+        model = defense.wrap_model(model, seed=config.seed).to(device)
     train_victim(model, data.public, config.victim_steps, seed=config.seed, device=device)
     indices = choose_indices(len(data.private), config.batch_size, config.index, config.seed)
     images, labels = data.private_batch(indices)
@@ -55,7 +58,7 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
-                        defenses=config.build_defenses())
+                        defenses=defenses, seed=config.seed)
     return scenario, data, device
 
 
@@ -72,6 +75,8 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
     """
     started = time.perf_counter()
     config.validate()
+    # model-internal draws (PRECODE's bottleneck, dropout) use torch's global generator
+    torch.manual_seed(config.seed)
     attack = config.build_attack()
     lpips_metric = LPIPS(config.lpips_weights) if config.lpips_weights else None
     scenario, data, device = prepare(config)

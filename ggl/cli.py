@@ -51,7 +51,8 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
 
 
 #: ``ggl run`` options that belong to the GGL attack
-LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps", "kl")
+LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps",
+                  "refine_tv", "kl")
 
 
 @cli.command()
@@ -82,20 +83,28 @@ LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_st
               help="GGL: candidates per batched evaluation (nevergrad 50, TuRBO 10).")
 @click.option("--refine-steps", type=int, default=None,
               help="GGL: pixel-space Adam steps after the latent search (default 0).")
+@click.option("--refine-tv", type=float, default=None,
+              help="GGL: weight of total variation during the refinement (default 1; 0 "
+                   "leaves high-frequency noise).")
 @click.option("--kl", type=float, default=None, help="GGL: weight of the latent KL term (0.1).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Drives data choice, model init and the attack.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", default=None, help="Output folder (default: results/<attack>_..._<time>).")
 @click.option("--known-labels", is_flag=True, help="The server knows the labels.")
-@click.option("--defense", multiple=True, metavar="NAME[:PARAM]",
-              help="Client-side defense, repeatable (a chain, in order): compression[:P] "
-                   "(zero entries below the P-th percentile per layer).")
+@click.option("--defense", multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
+              help="Client-side defense, repeatable (a chain, in order): noise, laplace, "
+                   "clipping, compression, pruning, quantization, soteria, precode, dpsgd "
+                   "(`ggl list`), e.g. --defense clipping:4 --defense noise:0.01.")
 @click.option("--d_param", "--d-param", "d_param", type=float, default=None,
-              help="Parameter of a single --defense (compression: percentile, default 20).")
+              help="Parameter of a single --defense given without :PARAM.")
 @click.option("--adaptive", is_flag=True,
-              help="The attacker models the defense (e.g. masks trial gradients with the "
-                   "received zero pattern).")
+              help="The attacker models the defense: masks, clipping, quantization applied "
+                   "to trial gradients; against noise the Bayes-optimal likelihood loss.")
+@click.option("--defense-known/--defense-estimated", "defense_known", default=True,
+              show_default=True,
+              help="With --adaptive: the attacker knows the defense's parameters (noise "
+                   "scale, clipping bound) or estimates them from the received gradient.")
 @click.option("--model-mode", type=click.Choice(["eval", "train"]), default="eval",
               show_default=True, help="Mode of the victim when the client computes its gradient.")
 @click.option("--width", type=int, default=None, help="Victim width (model-specific default).")
@@ -244,9 +253,10 @@ def train_prior_command(resume, no_score, quiet, **options):
 
 @cli.command("list")
 def list_registered():
-    """List the registered attacks, models, datasets and distances."""
+    """List the registered attacks, models, datasets, distances and defenses."""
     from ggl.attacks import ATTACKS
     from ggl.data import DATASETS
+    from ggl.defenses import ALIASES, DEFENSES
     from ggl.models import MODELS
     from ggl.objective import DISTANCES
 
@@ -258,6 +268,12 @@ def list_registered():
         click.echo(f"{title}:")
         for name, entry in registry.items():
             click.echo(f"  {name:14s} {first_line(entry)}")
+    click.echo("defenses (--defense NAME[:PARAM][,KEY=VALUE]):")
+    for name, defense in DEFENSES.items():
+        options = "".join(f",{key}=" for key in defense.options)
+        spec = f"{name}:{defense.param_name}{options}"
+        click.echo(f"  {spec:34s} {defense.summary} (default {defense.default_param:g})")
+    click.echo("  aliases: " + ", ".join(f"{a} = {n}" for a, n in ALIASES.items()))
     from generators import SHIPPED_PRIORS
     from generators.biggan import BIGGAN_MODELS
     from optimizers import OWN_METHODS, method_names

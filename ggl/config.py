@@ -48,6 +48,7 @@ class RunConfig:
     defense: tuple[str, ...] = ()
     d_param: float | None = None
     adaptive: bool = False
+    defense_known: bool = True
     lpips_weights: str | None = None
     out: str | None = None
 
@@ -80,6 +81,7 @@ class RunConfig:
         from ggl.attacks import ATTACKS
 
         return choose(ATTACKS, self.attack, "attack")(seed=self.seed, adaptive=self.adaptive,
+                                                      defense_known=self.defense_known,
                                                       **self.attack_options())
 
     def build_defenses(self) -> list:

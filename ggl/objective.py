@@ -126,13 +126,15 @@ class GradientMatching:
     Args:
         model: the victim (the Observation's copy); its mode is left as it is.
         target: the shared gradient, one tensor per parameter.
-        distance: a name in ``DISTANCES``.
+        distance: a name in ``DISTANCES``, or a function of that signature (the
+            likelihood an adaptive attacker uses against noise, see ``ggl.defenses``).
         layer_weights: ``"mean"``, ``"sum"`` or ``"exponential"`` (see ``layer_weights``).
         tv: weight of the total-variation prior.
         path: ``"loop"``, ``"vmap"`` or ``"auto"`` (vmap for P > 1 when the model allows it).
         chunk_size: candidates per vmap call (``None``: all at once).
         trial_transform: optional attacker-side model of a defense, applied to the trial
             gradients (each ``(P, *shape)``) before the distance.
+        dropped_layers: parameter indices left out of the loss (weight 0).
 
     Call it with ``images (P, B, C, H, W)`` and ``labels`` either ``(B,)`` shared by all
     candidates, ``(P, B)`` class indices or ``(P, B, K)`` class probabilities; it returns
@@ -142,7 +144,8 @@ class GradientMatching:
     def __init__(self, model: nn.Module, target: Sequence[torch.Tensor], *,
                  distance: str = "l2", layer_weights: str = "mean", tv: float = 0.0,
                  path: str = "auto", chunk_size: int | None = None,
-                 trial_transform: Callable[[Gradients], Gradients] | None = None):
+                 trial_transform: Callable[[Gradients], Gradients] | None = None,
+                 dropped_layers: Sequence[int] = ()):
         if path not in ("auto", "loop", "vmap"):
             raise GGLError(f"unknown evaluation path {path!r}; valid: auto, loop, vmap")
         self.model = model
@@ -152,10 +155,18 @@ class GradientMatching:
                 g.shape != p.shape for g, p in zip(self.target, self.params)):
             raise GGLError("the shared gradient does not match the model's parameters "
                            f"({len(self.target)} tensors for {len(self.params)} parameters)")
-        self.distance_name = distance
-        self.distance = choose(DISTANCES, distance, "distance")
+        if callable(distance):
+            self.distance_name = getattr(distance, "__name__", "custom")
+            self.distance = distance
+        else:
+            self.distance_name = distance
+            self.distance = choose(DISTANCES, distance, "distance")
         self.weights = _layer_weights(layer_weights, len(self.params)).to(
             self.target[0].device, self.target[0].dtype)
+        if dropped_layers:
+            if len(set(dropped_layers)) >= len(self.params):
+                raise GGLError("every layer of the gradient would be dropped from the loss")
+            self.weights[list(dropped_layers)] = 0
         self.tv = tv
         self.path = path
         if path == "vmap" and not vmappable(model):

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from ggl.errors import GGLError
 
+DEFENSE_SEED_OFFSET = 1_000_003
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -138,13 +140,14 @@ class Scenario:
         known_labels: whether the server learns the labels (a stronger threat model).
         public_images: ``(N, C, H, W)`` public images the server holds (optional).
         domain: the dataset name, known to the server (picks GGL's default prior).
+        seed: seeds the defenses' random draws (noise, masks), on a stream of its own.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  num_classes: int, mean: Sequence[float], std: Sequence[float],
                  indices: Sequence[int] = (), defenses: Sequence[Defense] = (),
                  known_labels: bool = False, public_images: torch.Tensor | None = None,
-                 domain: str | None = None):
+                 domain: str | None = None, seed: int = 0):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -153,13 +156,16 @@ class Scenario:
         self.known_labels = known_labels
         self.public_images = public_images
         self.domain = domain
+        self.seed = seed
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
         server_model = copy.deepcopy(self.model)      # what the server holds, untouched
         client_model = copy.deepcopy(self.model)      # train-mode BN may update its buffers
         gradient: Sequence[torch.Tensor] = client_gradient(client_model, self.images, self.labels)
-        context = {"model": client_model, "images": self.images, "labels": self.labels}
+        context = {"model": client_model, "images": self.images, "labels": self.labels,
+                   # the attack seeds torch.Generator(seed): keep the defense's draws apart
+                   "generator": torch.Generator().manual_seed(self.seed + DEFENSE_SEED_OFFSET)}
         for defense in self.defenses:
             gradient = defense.apply(gradient, context)
         observation = Observation(

@@ -201,6 +201,19 @@ def test_refinement_is_kept_only_when_it_lowers_the_loss():
     assert result.reconstruction.loss == refinement["gradient_loss_after"]
 
 
+def test_refinement_tv_keeps_the_image_smoother_than_refinement_without_it():
+    from ggl.objective import total_variation
+
+    def refined_tv(weight):
+        result = run(RunConfig(attack="ggl", index=(3,), budget=100, extra={
+            "ng_method": "CMA", "refine_steps": 60, "refine_lr": 0.05, "refine_tv": weight}),
+            write=False)
+        assert result.record["info"]["refinement"]["kept"]
+        return total_variation(result.reconstruction.images[None])[0].item()
+
+    assert refined_tv(1.0) < 0.9 * refined_tv(0.0)
+
+
 def test_biggan_small_config_runs_end_to_end(tmp_path):
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
     from safetensors.torch import save_file

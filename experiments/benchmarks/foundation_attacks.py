@@ -54,11 +54,11 @@ PARTS = {
 }
 
 
-def run_part(part: str, indices: list[int], threads: int) -> None:
+def run_part(part: str, indices: list[int], threads: int, parts=PARTS, results=RESULTS) -> None:
     torch.set_num_threads(threads)
-    description, kwargs = PARTS[part]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{part}.jsonl"
+    description, kwargs = parts[part]
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{part}.jsonl"
     done = set()
     if path.exists():
         done = {json.loads(line)["index"] for line in path.read_text().splitlines() if line}
@@ -79,12 +79,12 @@ def run_part(part: str, indices: list[int], threads: int) -> None:
               f"({row['seconds']:.0f} s)", flush=True)
 
 
-def table() -> None:
+def table(parts=PARTS, results=RESULTS) -> None:
     print("| run | PSNR per private index 0..7 (dB) | mean PSNR | median PSNR | mean SSIM | "
-          "min PSNR | s/run |")
-    print("|---|---|---|---|---|---|---|")
-    for part, (description, _) in PARTS.items():
-        path = RESULTS / f"{part}.jsonl"
+          "min PSNR | label acc. | s/run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for part, (description, _) in parts.items():
+        path = results / f"{part}.jsonl"
         if not path.exists():
             continue
         by_index = {}                   # first record per index (parts may be re-run)
@@ -99,20 +99,21 @@ def table() -> None:
         print(f"| {description} | {cells} | {statistics.mean(psnrs):.2f} | "
               f"{statistics.median(psnrs):.2f} | "
               f"{statistics.mean(r['ssim'] for r in rows):.3f} | {min(psnrs):.2f} | "
+              f"{statistics.mean(r['label_accuracy'] for r in rows):.0%} | "
               f"{statistics.mean(r['seconds'] for r in rows):.0f} |")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", action="append", choices=sorted(PARTS), default=[])
+def main(parts=PARTS, results=RESULTS, doc=__doc__):
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--part", action="append", choices=sorted(parts), default=[])
     parser.add_argument("--indices", default="0,1,2,3,4,5,6,7")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     for part in args.part:
-        run_part(part, [int(i) for i in args.indices.split(",")], args.threads)
+        run_part(part, [int(i) for i in args.indices.split(",")], args.threads, parts, results)
     if args.table:
-        table()
+        table(parts, results)
 
 
 if __name__ == "__main__":

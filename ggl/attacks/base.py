@@ -52,7 +52,8 @@ class Attack:
     summary: ClassVar[str]
     Options: ClassVar[type]
 
-    def __init__(self, seed: int = 0, adaptive: bool = False, **overrides):
+    def __init__(self, seed: int = 0, adaptive: bool = False, defense_known: bool = True,
+                 **overrides):
         valid = {f.name for f in fields(self.Options)}
         unknown = set(overrides) - valid
         if unknown:
@@ -62,6 +63,7 @@ class Attack:
                                                   if v is not None})
         self.seed = seed
         self.adaptive = adaptive
+        self.defense_known = defense_known
         self._validate()
 
     def _validate(self) -> None:
@@ -75,21 +77,50 @@ class Attack:
         if not isinstance(observation, Observation):
             raise TypeError("attacks take an Observation (the server's view), nothing else")
         start = time.perf_counter()
+        self.modelled_defense = None
         result = self._reconstruct(observation, progress or (lambda *args: None))
         result.wall_time = time.perf_counter() - start
+        if self.modelled_defense is not None:
+            result.info["defense_model"] = {
+                "parameters": "known" if self.defense_known else "estimated",
+                "likelihood": self.modelled_defense.likelihood_name,
+                "dropped_layers": list(self.modelled_defense.dropped_layers),
+                "defenses": self.modelled_defense.facts}
         return result
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         raise NotImplementedError
 
     def defense_model(self, observation: Observation):
-        """With ``adaptive``, the attacker-side model of the client's defenses (a transform
-        of trial gradients, see ``ggl.defenses``); otherwise None: the defense is ignored."""
+        """With ``adaptive``, the attacker's model of the client's defenses (an
+        ``ggl.defenses.AttackerModel``); otherwise None: the defense is ignored."""
         if not self.adaptive or not observation.defenses:
             return None
-        from ggl.defenses import attacker_transform
+        from ggl.defenses import model_chain
 
-        return attacker_transform(observation.defenses, observation.gradient)
+        return model_chain(observation.defenses, observation.gradient,
+                           known=self.defense_known, batch_size=observation.batch_size)
+
+    def matching_objective(self, observation: Observation, *, distance: str,
+                           layer_weights: str, tv: float, path: str = "auto",
+                           chunk_size: int | None = None):
+        """The attack's ``GradientMatching`` objective. With ``adaptive`` the defense is
+        modelled: trial gradients go through its transform, defended layers it drops are
+        left out, and against noise its likelihood replaces ``distance`` (summed over every
+        entry: the Bayes-optimal loss)."""
+        from ggl.objective import GradientMatching
+
+        model = self.defense_model(observation)
+        self.modelled_defense = model
+        transform, dropped = None, ()
+        if model is not None:
+            transform, dropped = model.transform, model.dropped_layers
+            if model.likelihood is not None:
+                distance, layer_weights = model.likelihood, "sum"
+        return GradientMatching(observation.model, observation.gradient, distance=distance,
+                                layer_weights=layer_weights, tv=tv, path=path,
+                                chunk_size=chunk_size, trial_transform=transform,
+                                dropped_layers=dropped)
 
     def generator(self) -> torch.Generator:
         """A CPU generator seeded by the run's seed: draws are made on the CPU, then moved, so

@@ -18,7 +18,7 @@ import torch
 from ggl.attacks.base import Attack, Progress, Reconstruction
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
-from ggl.objective import DISTANCES, GradientMatching
+from ggl.objective import DISTANCES
 from ggl.scenario import Observation
 
 
@@ -114,10 +114,9 @@ class DLG(Attack):
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         o = self.options
-        objective = GradientMatching(observation.model, observation.gradient,
-                                     distance=o.distance, layer_weights=o.layer_weights,
-                                     tv=o.tv, path=o.path,
-                                     trial_transform=self.defense_model(observation))
+        objective = self.matching_objective(observation, distance=o.distance,
+                                            layer_weights=o.layer_weights, tv=o.tv,
+                                            path=o.path)
         generator = self.generator()
         known = None if self.learns_labels else infer_labels(observation)
         best = {"loss": math.inf, "images": None, "labels": None}
@@ -229,10 +228,9 @@ class InvertingGradients(Attack):
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         o = self.options
         labels = infer_labels(observation)
-        objective = GradientMatching(observation.model, observation.gradient,
-                                     distance=o.distance, layer_weights=o.layer_weights,
-                                     tv=o.tv, path=o.path,
-                                     trial_transform=self.defense_model(observation))
+        objective = self.matching_objective(observation, distance=o.distance,
+                                            layer_weights=o.layer_weights, tv=o.tv,
+                                            path=o.path)
         low, high = observation.pixel_bounds()
         generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []

@@ -1,0 +1,91 @@
+"""DP-SGD (Abadi et al. 2016) through Opacus: per-example clipping and Gaussian noise.
+
+The client recomputes its update from its data: Opacus's ``GradSampleModule`` gives the
+per-example gradients and its ``DPOptimizer`` clips each to L2 norm C, sums them, adds
+``N(0, (noise_multiplier * C)^2)`` per entry and divides by the batch size B.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from ggl.defenses.base import Defense, check_non_negative
+from ggl.defenses.clipping import Clipping
+from ggl.defenses.noise import noise_model
+from ggl.errors import GGLError
+
+
+def _device_generator(device: torch.device, generator: torch.Generator | None
+                      ) -> torch.Generator | None:
+    """Opacus draws on the parameters' device: seed a generator there from the CPU one."""
+    if generator is None:
+        return None
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class DPSGD(Defense):
+    """DP-SGD's update: noise multiplier sigma (the parameter) and clipping bound C.
+
+    Attacker side: for B = 1 the update is the clipped gradient plus noise of std
+    ``sigma * C``: clipping (C known) and the Gaussian likelihood are modelled. For B > 1
+    per-example clipping cannot be applied to a batch's trial gradient, so only the noise
+    (std ``sigma * C / B``) is modelled.
+    """
+
+    name = "dpsgd"
+    param_name = "noise_multiplier"
+    default_param = 1.0
+    summary = "DP-SGD via Opacus: per-example clip to C (clip=), noise multiplier sigma"
+    options = {"clip": (float, 1.0, "per-example L2 bound C (Opacus max_grad_norm)")}
+    deterministic = False
+    replaces_gradient = True
+
+    def check(self):
+        check_non_negative(self.name, "the noise multiplier", self.param)
+        if not self.clip > 0:
+            raise GGLError(f"dpsgd: clip (the per-example bound C) must be > 0, got {self.clip:g}")
+
+    def apply(self, gradient, context):
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        model, images, labels = context["model"], context["images"], context["labels"]
+        try:
+            private = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
+        except Exception as error:      # Opacus refuses layers without per-example gradients
+            raise GGLError(f"dpsgd needs per-example gradients, which Opacus cannot compute "
+                           f"for this model ({error}); BatchNorm mixes the examples of a "
+                           f"batch: use a model without it (lenet, mlp)") from None
+        # Opacus records activations only in training mode; layers with parameters behave
+        # the same in both modes, so only they switch (dropout keeps the client's mode)
+        for module in private.modules():
+            if any(True for _ in module.parameters(recurse=False)):
+                module.training = True
+        parameters = [p for p in private.parameters() if p.requires_grad]
+        optimizer = DPOptimizer(torch.optim.SGD(parameters, lr=0.0),
+                                noise_multiplier=self.param, max_grad_norm=self.clip,
+                                expected_batch_size=len(labels), loss_reduction="mean",
+                                generator=_device_generator(images.device,
+                                                            context.get("generator")))
+        optimizer.zero_grad()
+        with warnings.catch_warnings():       # Opacus's hooks fire without input gradients
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            F.cross_entropy(private(images), labels).backward()
+        optimizer.pre_step()                           # clip, sum, add noise, divide by B
+        update = [p.grad.detach().clone() for p in parameters]
+        if len(update) != len(gradient):
+            raise GGLError("dpsgd: the model has frozen parameters; every parameter must "
+                           "take part in the update")
+        return update
+
+    def attacker_model(self, observed, known=True, batch_size=1):
+        noise = noise_model("gaussian", self.param * self.clip / batch_size, observed, known)
+        if batch_size == 1:
+            clipping = Clipping(self.clip).attacker_model(observed, known=True)
+            noise.transform = clipping.transform
+            noise.facts.update(clipping.facts)
+        return noise
