@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ggl.attacks.base import Attack, Progress, Reconstruction
+from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
 from ggl.attacks.pixel import REPORT_EVERY, Snapshots, _initial_images
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
@@ -232,12 +232,7 @@ class PrecodeAnalytic(Attack):
         for step in range(o.budget):
             distance = feature_distance(capture_input(model, layer, images).flatten(), features)
             loss = distance + o.tv * total_variation(images.unsqueeze(0))[0]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                torch.max(torch.min(images, high), low, out=images)
+            step_in_box(loss, optimizer, scheduler, images, low, high)
             pending.append(distance.detach())
             snapshots.maybe(step, images)
             if len(pending) == REPORT_EVERY or step + 1 == o.budget:

@@ -126,3 +126,15 @@ class Attack:
         """A CPU generator seeded by the run's seed: draws are made on the CPU, then moved, so
         a seed gives the same start on every device."""
         return torch.Generator().manual_seed(self.seed)
+
+
+def step_in_box(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler,
+                pixels: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
+    """One optimizer (and scheduler) step on ``loss``, then ``pixels`` clamped back into the
+    valid box ``[low, high]`` in place."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    with torch.no_grad():
+        torch.max(torch.min(pixels, high), low, out=pixels)

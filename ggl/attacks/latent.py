@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ggl.attacks.base import Attack, Progress, Reconstruction
+from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.objective import DISTANCES, total_variation
@@ -204,12 +204,7 @@ class GGL(Attack):
                 best_loss, best = value.item(), pixels.detach().clone()
             if o.refine_tv:
                 value = value + o.refine_tv * total_variation(pixels[None])[0]
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            schedule.step()
-            with torch.no_grad():
-                torch.max(torch.min(pixels, high), low, out=pixels)
+            step_in_box(value, optimizer, schedule, pixels, low, high)
         return best, best_loss, {"steps": o.refine_steps, "lr": o.refine_lr,
                                  "gradient_loss_before": latent_loss,
                                  "tv": o.refine_tv, "gradient_loss_after": best_loss,
