@@ -131,7 +131,9 @@ class GradientMatching:
         layer_weights: ``"mean"``, ``"sum"`` or ``"exponential"`` (see ``layer_weights``).
         tv: weight of the total-variation prior.
         path: ``"loop"``, ``"vmap"`` or ``"auto"`` (vmap for P > 1 when the model allows it).
-        chunk_size: candidates per vmap call (``None``: all at once).
+        chunk_size: candidates whose trial gradients are held at once (``None``: as many
+            as fit in memory, see ``_auto_chunk``); the loss is reduced chunk by chunk, so
+            memory does not grow with P (TuRBO scores 256 initial points in one call).
         trial_transform: optional attacker-side model of a defense, applied to the trial
             gradients (each ``(P, *shape)``) before the distance.
         dropped_layers: parameter indices left out of the loss (weight 0).
@@ -227,10 +229,8 @@ class GradientMatching:
             return classification_loss(functional_call(self.model, (params, buffers), (x,)), y)
 
         per_sample = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")
-        step = self.chunk_size or self._auto_chunk(images.shape[0])
-        chunks = [per_sample(params, images[i:i + step], labels[i:i + step])
-                  for i in range(0, images.shape[0], step)]
-        return [torch.cat([c[n] for c in chunks]) for n in names]
+        gradients = per_sample(params, images, labels)
+        return [gradients[n] for n in names]
 
     def _auto_chunk(self, num_candidates: int) -> int:
         """Candidates per vmap call, about 4 gradient-sized buffers each: on a GPU as many as
@@ -246,10 +246,18 @@ class GradientMatching:
 
     # -- loss ------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        trial = self.trial_gradients(images, labels)
-        if self.trial_transform is not None:
-            trial = self.trial_transform(trial)
-        loss = self.distance(trial, self.target, self.weights)
+        if images.dim() != 5:
+            raise GGLError(f"candidates must be (P, B, C, H, W), got shape {tuple(images.shape)}")
+        num_candidates = images.shape[0]
+        labels = self._labels_for(labels, num_candidates)
+        step = self.chunk_size or self._auto_chunk(num_candidates)
+        losses = []
+        for start in range(0, num_candidates, step):
+            trial = self.trial_gradients(images[start:start + step], labels[start:start + step])
+            if self.trial_transform is not None:
+                trial = self.trial_transform(trial)
+            losses.append(self.distance(trial, self.target, self.weights))
+        loss = torch.cat(losses)
         if self.tv:
             loss = loss + self.tv * total_variation(images)
         self.evaluations += images.shape[0]

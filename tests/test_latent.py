@@ -149,6 +149,22 @@ def test_batched_population_equals_one_at_a_time(make_victim, model):
     assert torch.allclose(batched, looped, rtol=1e-4, atol=1e-6)
 
 
+def test_losses_are_reduced_chunk_by_chunk_without_holding_every_gradient(make_victim,
+                                                                          monkeypatch):
+    victim = make_victim("lenet")
+    candidates = torch.randn(7, 1, 1, 32, 32)
+    target = [torch.randn_like(p) * 1e-2 for p in victim.parameters()]
+    labels = torch.tensor([4])
+    whole = GradientMatching(victim, target, chunk_size=7)(candidates, labels)
+    chunked = GradientMatching(victim, target, chunk_size=3)
+    held = []
+    original = chunked.trial_gradients
+    monkeypatch.setattr(chunked, "trial_gradients",
+                        lambda x, y: held.append(len(x)) or original(x, y))
+    assert torch.allclose(chunked(candidates, labels), whole, rtol=1e-5, atol=1e-7)
+    assert held == [3, 3, 1]
+
+
 def test_auto_path_batches_populations_the_model_allows(make_victim):
     def matching(model):
         return GradientMatching(model, [torch.zeros_like(p) for p in model.parameters()])
