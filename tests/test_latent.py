@@ -299,13 +299,13 @@ def test_compression_zeroes_exactly_p_percent_per_layer_on_a_copy(lenet, observe
 
 
 def test_true_image_is_a_zero_loss_point_of_the_adaptive_objective(lenet, observe):
-    from ggl.defenses import Compression, attacker_transform
+    from ggl.defenses import Compression, model_chain
 
     observation, secret, _ = observe(lenet, [4], defenses=[Compression(90)])
     labels = secret.labels
     adaptive = GradientMatching(lenet, observation.gradient,
-                                trial_transform=attacker_transform(observation.defenses,
-                                                                   observation.gradient))
+                                trial_transform=model_chain(observation.defenses,
+                                                            observation.gradient).transform)
     plain = GradientMatching(lenet, observation.gradient)
     truth = secret.images.unsqueeze(0)
     assert adaptive(truth, labels).item() < 1e-12 < plain(truth, labels).item()

@@ -8,6 +8,7 @@ from typing import Callable, ClassVar
 import torch
 
 from ggl.errors import GGLError
+from ggl.objective import GradientMatching
 from ggl.scenario import Observation
 
 #: progress(iteration, budget, loss) — called by attacks as they go
@@ -108,8 +109,6 @@ class Attack:
         modelled: trial gradients go through its transform, defended layers it drops are
         left out, and against noise its likelihood replaces ``distance`` (summed over every
         entry: the Bayes-optimal loss)."""
-        from ggl.objective import GradientMatching
-
         model = self.defense_model(observation)
         self.modelled_defense = model
         transform, dropped = None, ()

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ggl.defenses.base import AttackerModel, Defense, Gradients, Transform
+from ggl.defenses.base import AttackerModel, Defense, Gradients
 from ggl.defenses.clipping import Clipping
 from ggl.defenses.dpsgd import DPSGD
 from ggl.defenses.noise import GaussianNoise, LaplaceNoise, gaussian_nll, laplace_nll
@@ -30,8 +30,7 @@ DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (
 ALIASES = {"representation": "soteria", "gaussian": "noise", "sparsification": "compression"}
 
 __all__ = ["AttackerModel", "DEFENSES", "Defense", "model_chain", "parse_defenses",
-           "attacker_transform", "gaussian_nll", "laplace_nll", *(c.__name__ for c in
-                                                                   DEFENSES.values())]
+           "gaussian_nll", "laplace_nll", *(c.__name__ for c in DEFENSES.values())]
 
 
 def _valid_names() -> str:
@@ -63,9 +62,10 @@ def parse_defense(spec: str, d_param: float | None = None) -> Defense:
     for pair in pairs:
         key, equals, value = pair.partition("=")
         key = key.strip()
-        if not equals or key not in cls.options:
-            raise GGLError(f"--defense {spec!r}: {pair!r} is not KEY=VALUE with a known key. "
-                           + cls._unknown_options_message([key]))
+        if key not in cls.options:
+            raise GGLError(f"--defense {spec!r}: " + cls._unknown_options_message([key]))
+        if not equals:
+            raise GGLError(f"--defense {spec!r}: {pair!r} is not KEY=VALUE; write {key}=VALUE")
         parser = cls.options[key][0]
         try:
             options[key] = parser(value.strip())
@@ -113,10 +113,3 @@ def model_chain(defenses: Sequence[Defense], observed: Sequence[torch.Tensor], *
         likelihood=likelihoods[-1].likelihood if likelihoods else None,
         likelihood_name=likelihoods[-1].likelihood_name if likelihoods else None,
         facts={repr(d): m.facts for d, m in zip(defenses, models)})
-
-
-def attacker_transform(defenses: Sequence[Defense], observed: Sequence[torch.Tensor]
-                       ) -> Transform | None:
-    """Only the trial-gradient transform of ``model_chain`` (known parameters, B = 1)."""
-    model = model_chain(defenses, observed)
-    return None if model is None else model.transform

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from ggl.defenses.base import AttackerModel, Defense, check_percent, percentile
 from ggl.errors import GGLError
+from ggl.models import last_linear
 
 MODELS = ("mask", "drop")
 #: features whose input-gradients are computed in one batched backward pass
@@ -21,11 +22,10 @@ FEATURE_CHUNK = 64
 
 def head_layer(model: nn.Module) -> tuple[nn.Linear, int]:
     """The last ``nn.Linear`` of ``model`` and the index of its weight in ``parameters()``."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
         raise GGLError("soteria perturbs the input of the model's last fully connected layer, "
                        "but this model has no nn.Linear")
-    head = linears[-1]
+    head = last_linear(model)
     index = next(i for i, p in enumerate(model.parameters()) if p is head.weight)
     return head, index
 

@@ -13,6 +13,7 @@ import torch
 from ggl.defenses.base import (AttackerModel, Defense, check_non_negative, check_percent,
                                draw, percentile)
 from ggl.defenses.noise import laplace_noise, noise_model
+from ggl.errors import GGLError
 
 
 def zero_pattern_model(observed: Sequence[torch.Tensor]) -> AttackerModel:
@@ -71,7 +72,6 @@ class Pruning(Defense):
         check_non_negative(self.name, "noise sigma", self.noise)
         check_non_negative(self.name, "laplace scale b", self.laplace)
         if self.noise and self.laplace:
-            from ggl.errors import GGLError
             raise GGLError("pruning: give noise= or laplace=, not both")
 
     def apply(self, gradient, context):
