@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
-from ggl.attacks.pixel import REPORT_EVERY, Snapshots, _initial_images
+from ggl.attacks.pixel import REPORT_EVERY, Snapshots, initial_images
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.objective import total_variation
@@ -224,7 +224,7 @@ class PrecodeAnalytic(Attack):
         """
         o = self.options
         low, high = observation.pixel_bounds()
-        images = _initial_images(observation, o.init, self.generator())
+        images = initial_images(observation, o.init, self.generator())
         images = torch.max(torch.min(images, high), low).requires_grad_(True)
         optimizer = torch.optim.Adam([images], lr=o.lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.budget)

@@ -38,7 +38,7 @@ class Snapshots:
             self.frames.append((iteration, images.detach().cpu().clone()))
 
 
-def _initial_images(observation: Observation, init: str, generator: torch.Generator):
+def initial_images(observation: Observation, init: str, generator: torch.Generator):
     """Dummy images ``(B, C, H, W)``: ``randn`` (N(0, 1)), ``rand`` (uniform in the pixel box)
     or ``zeros`` (mid-gray)."""
     shape = (observation.batch_size, *observation.image_shape)
@@ -122,7 +122,7 @@ class DLG(Attack):
         best = {"loss": math.inf, "images": None, "labels": None}
         history, snapshots, failures, restart_losses = [], Snapshots(o.budget), [], []
         for restart in range(o.restarts):
-            images = _initial_images(observation, o.init, generator).requires_grad_(True)
+            images = initial_images(observation, o.init, generator).requires_grad_(True)
             variables = [images]
             if known is None:
                 label_logits = torch.randn(observation.batch_size, observation.num_classes,
@@ -236,7 +236,7 @@ class InvertingGradients(Attack):
         history, snapshots, failures = [], Snapshots(o.budget), []
         best_loss, best_images, restart_losses = math.inf, None, []
         for restart in range(o.restarts):
-            images = _initial_images(observation, o.init, generator)
+            images = initial_images(observation, o.init, generator)
             if o.boxed:
                 images = torch.max(torch.min(images, high), low)
             images.requires_grad_(True)
