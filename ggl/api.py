@@ -20,8 +20,9 @@ import constants
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.config import RunConfig, resolve_device
 from ggl.data import ImageData, load_dataset
+from ggl.defenses.base import Defense
 from ggl.metrics import LPIPS, score
-from ggl.models import build_victim, train_victim
+from ggl.models import build_victim, load_weights, train_victim
 from ggl.results import atomic_write_json, downsample, library_versions, save_images
 from ggl.scenario import Observation, Scenario, Secret, choose_indices
 
@@ -44,12 +45,17 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
     """Load the data, build (and optionally train) the victim, pick the private batch."""
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_root, config.download, config.resolution)
+    defenses = config.build_defenses()
+    # model extensions (PRECODE) are part of the global model: weights trained with one
+    # belong to the wrapped model, so they are loaded after wrapping
+    wrapping = [d.name for d in defenses if type(d).wrap_model is not Defense.wrap_model]
     model = build_victim(config.model, data.channels, data.resolution, data.num_classes,
                          seed=config.seed, width=config.width, mode=config.model_mode,
-                         weights=config.weights).to(device)
-    defenses = config.build_defenses()
-    for defense in defenses:          # model extensions (PRECODE) are part of the global model
+                         weights=None if wrapping else config.weights).to(device)
+    for defense in defenses:
         model = defense.wrap_model(model, seed=config.seed).to(device)
+    if wrapping and config.weights:
+        load_weights(model, config.weights, f"{config.model} + {' + '.join(wrapping)}")
     train_victim(model, data.public, config.victim_steps, seed=config.seed, device=device)
     indices = choose_indices(len(data.private), config.batch_size, config.index, config.seed)
     images, labels = data.private_batch(indices)

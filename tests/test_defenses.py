@@ -186,6 +186,20 @@ def test_true_image_is_a_zero_loss_point_of_every_deterministic_model(lenet, obs
         assert plain(secret.images.unsqueeze(0), secret.labels).item() > 1e-8
 
 
+def test_quantization_model_is_free_inside_the_rounding_bin_and_linear_outside(lenet, batch):
+    images, labels = batch
+    gradient = client_gradient(lenet, images, labels)
+    quantization = Quantization(3)
+    received = quantization.apply(gradient, context_for(lenet, images, labels))
+    transform = quantization.attacker_model(received).transform
+    half_steps = [(q.max() - q.min()) / (2 * 7) for q in received]
+    inside = [q + 0.9 * h * (2 * torch.rand_like(q) - 1) for q, h in zip(received, half_steps)]
+    assert all(torch.equal(m, q) for m, q in zip(transform(inside), received))
+    beyond = [q + h + 0.25 for q, h in zip(received, half_steps)]      # 0.25 past the bin
+    for modelled, q in zip(transform(beyond), received):
+        assert torch.allclose(modelled - q, torch.full_like(q, 0.25), atol=1e-5)
+
+
 def test_noise_model_is_the_likelihood_with_known_or_estimated_scale(make_victim, observe):
     model = make_victim("mlp")
     observation, secret, _ = observe(model, [4], defenses=[GaussianNoise(0.05)])

@@ -186,3 +186,31 @@ def test_cli_runs_the_analytic_attack(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["info"]["case"] == "image"
     assert record["metrics"]["psnr"] >= 40
+
+
+def test_weights_of_a_precode_model_load_into_the_wrapped_victim(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from ggl.api import prepare
+    config = RunConfig(attack="precode-analytic", model="mlp", defense=("precode",),
+                       index=(1,), device="cpu")
+    trained = prepare(config)[0].model
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.mul_(0.5)            # weights that differ from the seeded init
+    path = tmp_path / "precode-mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    loaded = prepare(replace(config, weights=str(path)))[0].model
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 trained.state_dict().values()))
+    result = run(replace(config, weights=str(path)), write=False)
+    assert result.record["metrics"]["psnr"] >= 40
+
+    plain = tmp_path / "plain-mlp.safetensors"      # weights of the unwrapped model
+    save_file({k: v.contiguous() for k, v in
+               prepare(RunConfig(model="mlp", device="cpu"))[0].model.state_dict().items()},
+              str(plain))
+    with pytest.raises(GGLError, match=r"does not fit the mlp \+ precode victim"):
+        prepare(replace(config, weights=str(plain)))

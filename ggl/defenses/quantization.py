@@ -28,9 +28,14 @@ def quantize(g: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int,
 class Quantization(Defense):
     """Each tensor snapped to ``2**k`` levels spanning its own [min, max] (seed 003: 4 bits).
 
-    Attacker side: deterministic rounding is modelled straight-through (trials quantized
-    with the received tensor's min and max, which are levels themselves, gradients passed
-    unchanged); stochastic rounding is unbiased, so the attacker treats it as noise and
+    Attacker side, deterministic rounding: the received level ``q`` says the true entry lay
+    in its rounding bin ``[q - step/2, q + step/2]`` (step from the received tensor's min and
+    max, which are levels themselves). A trial entry ``t`` is mapped to ``q + (t - q) -
+    clamp(t - q, -step/2, step/2)``: exactly ``q`` inside the bin (the quantizer's own output,
+    so the true input is a zero-loss point) and continued linearly outside, so the loss stays
+    continuous. Quantizing the trial straight-through instead makes the loss piecewise
+    constant, and L-BFGS's line search stalls on it (DLG 10.0 dB against 16.7 with the bins on
+    digits 0, 1). Stochastic rounding is unbiased, so the attacker treats it as noise and
     compares unquantized trials.
     """
 
@@ -64,11 +69,16 @@ class Quantization(Defense):
     def attacker_model(self, observed, known=True, batch_size=1):
         if not self.deterministic:
             return AttackerModel(facts={"quantization": "stochastic: treated as noise"})
-        ranges = [(g.min(), g.max()) for g in observed]
+        received = [g.detach() for g in observed]
+        half_steps = [(g.max() - g.min()) / (2 * (2 ** self.bits - 1)) for g in received]
 
         def transform(trial):
-            return [t + (quantize(t, low, high, self.bits) - t).detach()
-                    for t, (low, high) in zip(trial, ranges)]
+            modelled = []
+            for t, q, half in zip(trial, received, half_steps):
+                residual = t - q
+                modelled.append(q + residual - residual.clamp(-half, half))
+            return modelled
 
         return AttackerModel(transform=transform,
-                             facts={"quantization": "straight-through", "bits": self.bits})
+                             facts={"quantization": "rounding bins of the received levels",
+                                    "bits": self.bits})
