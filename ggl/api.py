@@ -51,7 +51,8 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
     wrapping = [d.name for d in defenses if type(d).wrap_model is not Defense.wrap_model]
     model = build_victim(config.model, data.channels, data.resolution, data.num_classes,
                          seed=config.seed, width=config.width, mode=config.model_mode,
-                         weights=None if wrapping else config.weights).to(device)
+                         weights=None if wrapping else config.weights,
+                         dropout=config.dropout).to(device)
     for defense in defenses:
         model = defense.wrap_model(model, seed=config.seed).to(device)
     if wrapping and config.weights:

@@ -108,6 +108,9 @@ LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_st
 @click.option("--model-mode", type=click.Choice(["eval", "train"]), default="eval",
               show_default=True, help="Mode of the victim when the client computes its gradient.")
 @click.option("--width", type=int, default=None, help="Victim width (model-specific default).")
+@click.option("--dropout", type=float, default=0.0, show_default=True,
+              help="Dropout rate of the victim's dropout layers; the client computes its "
+                   "gradient with them active and its masks stay secret.")
 @click.option("--weights", default=None, help="Victim weights (.safetensors or state dict).")
 @click.option("--victim-steps", type=int, default=0, show_default=True,
               help="Train the victim this many SGD steps on the public split first.")

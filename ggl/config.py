@@ -35,6 +35,7 @@ class RunConfig:
     known_labels: bool = False
     model_mode: str = "eval"
     width: int | None = None
+    dropout: float = 0.0
     weights: str | None = None
     victim_steps: int = 0
     budget: int | None = None

@@ -1,7 +1,8 @@
 """Victim networks: the models whose shared gradients the attacks invert.
 
-All constructors take the same keywords: ``channels``, ``resolution``, ``num_classes`` and
-``width`` (``None`` = the model's default). ``build_victim`` adds seeded initialization,
+All constructors take the same keywords: ``channels``, ``resolution``, ``num_classes``,
+``width`` (``None`` = the model's default) and ``dropout`` (a rate; 0 = no dropout layers
+active; where each model puts them is in its docstring). ``build_victim`` adds seeded initialization,
 train/eval mode, an optional weights file and a check that the model fits the data.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ggl.dropout import MaskedDropout, check_rate
 from ggl.errors import GGLError, choose
 
 
@@ -22,9 +24,10 @@ class LeNet(nn.Module):
     Input ``(B, channels, R, R)`` with R divisible by 4; output logits ``(B, num_classes)``.
     Weights and biases are drawn from U(-0.5, 0.5), as in DLG: sigmoid networks with this
     init keep gradients informative, which is what makes them the classic victim.
+    ``dropout``: on the flattened features before the head.
     """
 
-    def __init__(self, channels=3, resolution=32, num_classes=10, width=None):
+    def __init__(self, channels=3, resolution=32, num_classes=10, width=None, dropout=0.0):
         super().__init__()
         width = width or 12
         if resolution % 4:
@@ -34,21 +37,23 @@ class LeNet(nn.Module):
             nn.Conv2d(width, width, kernel_size=5, padding=2, stride=2), nn.Sigmoid(),
             nn.Conv2d(width, width, kernel_size=5, padding=2, stride=1), nn.Sigmoid(),
         )
+        self.dropout = MaskedDropout(dropout)
         self.fc = nn.Linear(width * (resolution // 4) ** 2, num_classes)
         for p in self.parameters():
             nn.init.uniform_(p, -0.5, 0.5)
 
     def forward(self, x):
-        return self.fc(self.body(x).flatten(1))
+        return self.fc(self.dropout(self.body(x).flatten(1)))
 
 
 class ConvNet(nn.Module):
     """The ConvNet of Inverting Gradients: eight 3x3 conv-BN-ReLU layers, three 2x2 pools.
 
     Channels grow width -> 2w -> 4w; input ``(B, channels, R, R)`` with R divisible by 8.
+    ``dropout``: on the flattened features before the head.
     """
 
-    def __init__(self, channels=3, resolution=32, num_classes=10, width=None):
+    def __init__(self, channels=3, resolution=32, num_classes=10, width=None, dropout=0.0):
         super().__init__()
         w = width or 32
         if resolution % 8:
@@ -63,31 +68,36 @@ class ConvNet(nn.Module):
                 layers += [nn.Conv2d(*step, kernel_size=3, padding=1),
                            nn.BatchNorm2d(step[1]), nn.ReLU()]
         self.body = nn.Sequential(*layers)
+        self.dropout = MaskedDropout(dropout)
         self.fc = nn.Linear(4 * w * (resolution // 8) ** 2, num_classes)
 
     def forward(self, x):
-        return self.fc(self.body(x).flatten(1))
+        return self.fc(self.dropout(self.body(x).flatten(1)))
 
 
 class MLP(nn.Module):
-    """Two hidden ReLU layers of ``width`` units (default 512) on the flattened image."""
+    """Two hidden ReLU layers of ``width`` units (default 512) on the flattened image.
+    ``dropout``: after each hidden layer's ReLU."""
 
-    def __init__(self, channels=3, resolution=32, num_classes=10, width=None):
+    def __init__(self, channels=3, resolution=32, num_classes=10, width=None, dropout=0.0):
         super().__init__()
         w = width or 512
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(channels * resolution ** 2, w),
-                                  nn.ReLU(), nn.Linear(w, w), nn.ReLU())
+                                  nn.ReLU(), MaskedDropout(dropout), nn.Linear(w, w), nn.ReLU(),
+                                  MaskedDropout(dropout))
         self.fc = nn.Linear(w, num_classes)
 
     def forward(self, x):
         return self.fc(self.body(x))
 
 
-def resnet18(channels=3, resolution=32, num_classes=10, width=None) -> nn.Module:
+def resnet18(channels=3, resolution=32, num_classes=10, width=None, dropout=0.0) -> nn.Module:
     """torchvision's ResNet-18 (``width`` = channels of the first stage, default 64).
 
     Below 128 px the stem is CIFAR-style (3x3 conv, stride 1, no max-pool) so that small
     images keep spatial detail; from 128 px on it is torchvision's (7x7 stride 2 + pool).
+    ``dropout`` > 0: on the pooled features before the head (``fc`` becomes
+    ``Sequential(dropout, linear)``, so its weights are then ``fc.1.*``).
     """
     from torchvision.models import resnet18 as tv_resnet18
     from torchvision.models.resnet import BasicBlock, ResNet
@@ -111,7 +121,76 @@ def resnet18(channels=3, resolution=32, num_classes=10, width=None) -> nn.Module
         model.maxpool = nn.Identity()
     elif channels != 3:
         model.conv1 = nn.Conv2d(channels, w, kernel_size=7, stride=2, padding=3, bias=False)
+    if dropout > 0:
+        model.fc = nn.Sequential(MaskedDropout(dropout), model.fc)
     return model
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention on ``(B, N, D)`` tokens, dropout on the attention weights
+    ``(B, heads, N, N)`` and on the output projection."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention_dropout = MaskedDropout(dropout)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_dropout = MaskedDropout(dropout)
+
+    def forward(self, x):
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, dim // self.heads) \
+            .permute(2, 0, 3, 1, 4)                       # each (B, heads, N, D / heads)
+        weights = (q @ k.transpose(-2, -1) / (dim // self.heads) ** 0.5).softmax(-1)
+        out = (self.attention_dropout(weights) @ v).transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj_dropout(self.proj(out))
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block: attention, then a GELU MLP (hidden 2D) with dropout."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = _Attention(dim, heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), MaskedDropout(dropout),
+                                 nn.Linear(2 * dim, dim), MaskedDropout(dropout))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """A small Vision Transformer for small images (the Dropout Inversion Attack's victim).
+
+    The image ``(B, channels, R, R)`` is cut into an 8 x 8 grid of patches (4 px at 32 px;
+    R divisible by 8), embedded to ``width`` (default 64) dimensions with a class token
+    and learned positions, then 4 pre-norm blocks of 4 heads; the head reads the class
+    token. ``dropout``: on the attention weights, the attention output and in each MLP.
+    """
+
+    def __init__(self, channels=3, resolution=32, num_classes=10, width=None, dropout=0.0):
+        super().__init__()
+        dim = width or 64
+        if resolution % 8:
+            raise GGLError(f"vit needs a resolution divisible by 8, got {resolution}")
+        if dim % 4:
+            raise GGLError(f"vit needs a width divisible by its 4 heads, got {dim}")
+        patch = resolution // 8
+        self.embed = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.positions = nn.Parameter(torch.randn(1, 65, dim) * 0.02)
+        self.blocks = nn.Sequential(*[_Block(dim, 4, dropout) for _ in range(4)])
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)            # (B, 64, D)
+        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], dim=1)
+        tokens = self.blocks(tokens + self.positions)
+        return self.fc(self.norm(tokens[:, 0]))
 
 
 #: name -> constructor(channels, resolution, num_classes, width) -> nn.Module
@@ -120,13 +199,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "convnet": ConvNet,
     "resnet18": resnet18,
     "mlp": MLP,
+    "vit": ViT,
 }
 
 
 def build_victim(name: str, channels: int, resolution: int, num_classes: int, *,
                  seed: int = 0, width: int | None = None, mode: str = "eval",
-                 weights: str | Path | None = None) -> nn.Module:
+                 weights: str | Path | None = None, dropout: float = 0.0) -> nn.Module:
     """Build a victim model with a seeded init, on the CPU, in ``mode`` ("eval"/"train").
+
+    ``dropout``: the rate of the model's dropout layers (``ggl.dropout.MaskedDropout``); the
+    client turns them on for its gradient whatever ``mode`` is.
 
     Args:
         weights: optional ``.safetensors`` file or a state dict saved with ``torch.save``
@@ -141,7 +224,8 @@ def build_victim(name: str, channels: int, resolution: int, num_classes: int, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = constructor(channels=channels, resolution=resolution,
-                            num_classes=num_classes, width=width)
+                            num_classes=num_classes, width=width,
+                            dropout=check_rate(dropout))
     if weights is not None:
         load_weights(model, weights, name)
     check_fits(model, name, (channels, resolution, resolution), num_classes)

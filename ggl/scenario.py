@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ggl.dropout import activate_dropout, dropout_layers, recorded_masks
 from ggl.errors import GGLError
 
 DEFENSE_SEED_OFFSET = 1_000_003
@@ -72,11 +73,15 @@ class Observation:
 
 @dataclass(frozen=True)
 class Secret:
-    """The client's private data: ``images (B, C, H, W)`` normalized, ``labels (B,)``."""
+    """The client's private data: ``images (B, C, H, W)`` normalized, ``labels (B,)``, and
+    the dropout masks its forward pass drew (one ``(B, *activation)`` 0/1 tensor per dropout
+    layer of the model, in ``ggl.dropout.dropout_layers`` order; empty without dropout):
+    kept for oracle baselines and tests, never shown to an attack."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: tuple[int, ...]
+    dropout_masks: tuple[torch.Tensor, ...] = ()
 
 
 class Defense(Protocol):
@@ -160,9 +165,12 @@ class Scenario:
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
-        server_model = copy.deepcopy(self.model)      # what the server holds, untouched
-        client_model = copy.deepcopy(self.model)      # train-mode BN may update its buffers
-        gradient: Sequence[torch.Tensor] = client_gradient(client_model, self.images, self.labels)
+        # the client trains with its dropout layers on; the server knows that much
+        server_model = activate_dropout(copy.deepcopy(self.model))
+        client_model = activate_dropout(copy.deepcopy(self.model))  # train-mode BN may
+        gradient: Sequence[torch.Tensor] = client_gradient(         # update its buffers
+            client_model, self.images, self.labels)
+        masks = recorded_masks(client_model) if dropout_layers(client_model) else ()
         context = {"model": client_model, "images": self.images, "labels": self.labels,
                    # the attack seeds torch.Generator(seed): keep the defense's draws apart
                    "generator": torch.Generator().manual_seed(self.seed + DEFENSE_SEED_OFFSET)}
@@ -181,5 +189,6 @@ class Scenario:
             public_images=self.public_images,
             domain=self.domain,
         )
-        secret = Secret(self.images.clone(), self.labels.clone(), self.indices)
+        secret = Secret(self.images.clone(), self.labels.clone(), self.indices,
+                        tuple(m.clone() for m in masks))
         return observation, secret
