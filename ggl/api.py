@@ -89,6 +89,8 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
     scenario, data, device = prepare(config)
     observation, secret = scenario.observe()
     del scenario                    # from here on only the Observation and the metrics remain
+    if getattr(attack, "uses_secret_masks", False):     # an oracle baseline (wiig), labelled
+        attack.secret_masks = secret.dropout_masks      # as such in its run.json
     reconstruction = attack.reconstruct(observation, progress)
     if lpips_metric is not None:
         lpips_metric.net.to(device)

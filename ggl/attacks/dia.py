@@ -1,0 +1,173 @@
+"""The Dropout Inversion Attack (Scheliga et al. 2022) and its oracle baseline.
+
+A client training with dropout computes its gradient under random masks the server never
+sees; Inverting Gradients, which runs the victim with fresh masks, matches the wrong
+function and fails. ``dia`` optimizes the dummy image and one continuous mask per dropout
+layer jointly: the mask has the layer's activation shape ``(B, *activation)``, starts as a
+Bernoulli(1 - p) draw, is applied as ``x * m / (1 - p)`` and clipped to [0, 1] after every
+step; a regularizer ``sum_layers |(1 - mean(m)) - p|`` keeps each layer's drop rate near p.
+Only the image gradient is sign-flipped (IG's signed Adam); the masks take plain Adam steps.
+
+``wiig`` is IG given the client's true masks. It is an **oracle upper bound, not an attack**:
+the masks come from the Secret, which no attacker has; ``ggl.api.run`` hands them over
+only to attacks that declare ``uses_secret_masks`` and records that in ``run.json``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ggl.attacks.base import Progress, Reconstruction
+from ggl.attacks.pixel import REPORT_EVERY, IGOptions, InvertingGradients, Snapshots, \
+    initial_images
+from ggl.dropout import dropout_layers, supplied_masks
+from ggl.errors import GGLError
+from ggl.labels import infer_labels
+from ggl.scenario import Observation
+
+
+def active_dropout_layers(observation: Observation):
+    """The victim's dropout layers, which must be active (the client trains with dropout).
+    None at all is allowed: without dropout, ``dia`` is IG and ``wiig`` is IG."""
+    layers = dropout_layers(observation.model)
+    if not all(layer.training for layer in layers):
+        raise GGLError("the victim's dropout layers are in eval mode: the client's gradient "
+                       "was computed without dropout, there are no masks to recover")
+    return layers
+
+
+def activation_shapes(observation: Observation) -> list[tuple[int, ...]]:
+    """``(B, *activation)`` of each dropout layer, from one forward pass on a dummy batch."""
+    layers = active_dropout_layers(observation)
+    if not layers:
+        return []
+    dummy = torch.zeros(observation.batch_size, *observation.image_shape,
+                        device=observation.device)
+    with torch.no_grad():
+        observation.model(dummy)
+    return [tuple(layer.recorded.shape) for layer in layers]
+
+
+@dataclass
+class DIAOptions(IGOptions):
+    """The original's settings: IG's recipe (signed Adam lr 0.1, cosine distance, boxed
+    pixels, lr x0.1 at 3/8, 5/8, 7/8) with TV 1e-5 and the mask-rate weight 1e-4."""
+
+    tv: float = 1e-5
+    mask_rate_weight: float = 1e-4
+    path: str = "loop"
+
+
+class DropoutInversion(InvertingGradients):
+    """DIA: image and dropout masks optimized jointly against the shared gradient."""
+
+    name = "dia"
+    summary = "Dropout Inversion Attack: image + continuous dropout masks (Scheliga et al. 2022)"
+    Options = DIAOptions
+
+    def _validate(self):
+        super()._validate()
+        if self.options.mask_rate_weight < 0:
+            raise GGLError(f"mask_rate_weight must be non-negative, got "
+                           f"{self.options.mask_rate_weight}")
+
+    def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
+        o = self.options
+        layers = active_dropout_layers(observation)
+        shapes = activation_shapes(observation)
+        rates = [layer.p for layer in layers]
+        labels = infer_labels(observation)
+        objective = self.matching_objective(observation, distance=o.distance,
+                                            layer_weights=o.layer_weights, tv=o.tv,
+                                            path=o.path)
+        low, high = observation.pixel_bounds()
+        generator = self.generator()
+        history, snapshots, failures = [], Snapshots(o.budget), []
+        best = (math.inf, None, None)
+        restart_losses = []
+        for restart in range(o.restarts):
+            images = torch.max(torch.min(initial_images(observation, o.init, generator),
+                                         high), low).requires_grad_(True)
+            masks = [torch.bernoulli(torch.full(shape, 1 - p), generator=generator)
+                     .to(observation.device).requires_grad_(True)
+                     for shape, p in zip(shapes, rates)]
+            optimizer = torch.optim.Adam([images, *masks], lr=o.lr)
+            scheduler = self._scheduler(optimizer)
+            pending: list[torch.Tensor] = []
+            for iteration in range(o.budget):
+                loss = self._loss(objective, observation, images, masks, rates, labels)
+                grads = torch.autograd.grad(loss, [images, *masks])
+                images.grad = grads[0].sign() if o.signed else grads[0]
+                for mask, grad in zip(masks, grads[1:]):
+                    mask.grad = grad
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    torch.max(torch.min(images, high), low, out=images)
+                    for mask in masks:
+                        mask.clamp_(0, 1)
+                pending.append(loss.detach())
+                snapshots.maybe(iteration, images)
+                if len(pending) == REPORT_EVERY or iteration + 1 == o.budget:
+                    values = torch.stack(pending).tolist()
+                    pending.clear()
+                    history.extend(values)
+                    progress(restart * o.budget + iteration + 1, o.restarts * o.budget,
+                             values[-1])
+                    if not all(map(math.isfinite, values)):
+                        failures.append(f"restart {restart}: non-finite loss by iteration "
+                                        f"{iteration}")
+                        break
+            with torch.no_grad():
+                final = self._loss(objective, observation, images, masks, rates, labels).item()
+            restart_losses.append(final)
+            if math.isfinite(final) and final < best[0]:
+                best = (final, images.detach().clone(), [m.detach().clone() for m in masks])
+        best_loss, best_images, best_masks = best
+        if best_images is None:
+            raise GGLError(f"{self.name} diverged: every restart ended with a non-finite loss")
+        snapshots.frames.append((o.budget * o.restarts, best_images.cpu()))
+        return Reconstruction(
+            images=best_images, labels=labels, loss=best_loss, history=history,
+            snapshots=snapshots.frames, evaluations=objective.evaluations,
+            iterations=len(history),
+            info={"label_method": "known" if observation.labels is not None else "inferred",
+                  "restart_losses": restart_losses, "failures": failures,
+                  "mask_drop_rates": [1 - m.mean().item() for m in best_masks],
+                  "dropout_rates": rates})
+
+    def _loss(self, objective, observation, images, masks, rates, labels) -> torch.Tensor:
+        """Gradient distance (+ TV) under the current masks, plus the mask-rate regularizer."""
+        with supplied_masks(observation.model, masks):
+            loss = objective(images.unsqueeze(0), labels)[0]
+        if not masks:
+            return loss
+        rate_gap = sum(((1 - m.mean()) - p).abs() for m, p in zip(masks, rates))
+        return loss + self.options.mask_rate_weight * rate_gap
+
+
+class OracleIG(InvertingGradients):
+    """WIIG: IG run with the client's true dropout masks — an oracle upper bound."""
+
+    name = "wiig"
+    summary = "oracle: IG given the client's secret dropout masks (an upper bound, not an attack)"
+    Options = DIAOptions
+    uses_secret_masks = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secret_masks: tuple[torch.Tensor, ...] | None = None
+
+    def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
+        active_dropout_layers(observation)
+        if self.secret_masks is None:
+            raise GGLError("wiig is an oracle: it needs the client's secret dropout masks, "
+                           "which ggl.api.run hands it; an attack on an Observation alone "
+                           "cannot run it")
+        with supplied_masks(observation.model, self.secret_masks):
+            result = super()._reconstruct(observation, progress)
+        result.info["oracle"] = ("used the client's secret dropout masks: an upper bound, "
+                                 "not an attack")
+        return result
