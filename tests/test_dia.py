@@ -26,9 +26,9 @@ def test_masks_stay_in_the_unit_interval_with_the_layer_shapes(make_victim, obse
     seen = []
     original = attack._loss
 
-    def spy(objective, observation, images, masks, rates, labels):
+    def spy(objective, observation, images, masks, labels):
         seen.append([m.detach().clone() for m in masks])
-        return original(objective, observation, images, masks, rates, labels)
+        return original(objective, observation, images, masks, labels)
 
     attack._loss = spy
     result = attack.reconstruct(observation)

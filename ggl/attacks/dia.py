@@ -14,17 +14,14 @@ only to attacks that declare ``uses_secret_masks`` and records that in ``run.jso
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ggl.attacks.base import Progress, Reconstruction
-from ggl.attacks.pixel import REPORT_EVERY, IGOptions, InvertingGradients, Snapshots, \
-    initial_images
+from ggl.attacks.pixel import IGOptions, InvertingGradients
 from ggl.dropout import dropout_layers, supplied_masks
 from ggl.errors import GGLError
-from ggl.labels import infer_labels
 from ggl.scenario import Observation
 
 
@@ -73,79 +70,29 @@ class DropoutInversion(InvertingGradients):
             raise GGLError(f"mask_rate_weight must be non-negative, got "
                            f"{self.options.mask_rate_weight}")
 
-    def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
-        o = self.options
-        layers = active_dropout_layers(observation)
-        shapes = activation_shapes(observation)
-        rates = [layer.p for layer in layers]
-        labels = infer_labels(observation)
-        objective = self.matching_objective(observation, distance=o.distance,
-                                            layer_weights=o.layer_weights, tv=o.tv,
-                                            path=o.path)
-        low, high = observation.pixel_bounds()
-        generator = self.generator()
-        history, snapshots, failures = [], Snapshots(o.budget), []
-        best = (math.inf, None, None)
-        restart_losses = []
-        for restart in range(o.restarts):
-            images = torch.max(torch.min(initial_images(observation, o.init, generator),
-                                         high), low).requires_grad_(True)
-            masks = [torch.bernoulli(torch.full(shape, 1 - p), generator=generator)
-                     .to(observation.device).requires_grad_(True)
-                     for shape, p in zip(shapes, rates)]
-            optimizer = torch.optim.Adam([images, *masks], lr=o.lr)
-            scheduler = self._scheduler(optimizer)
-            pending: list[torch.Tensor] = []
-            for iteration in range(o.budget):
-                loss = self._loss(objective, observation, images, masks, rates, labels)
-                grads = torch.autograd.grad(loss, [images, *masks])
-                images.grad = grads[0].sign() if o.signed else grads[0]
-                for mask, grad in zip(masks, grads[1:]):
-                    mask.grad = grad
-                optimizer.step()
-                scheduler.step()
-                with torch.no_grad():
-                    torch.max(torch.min(images, high), low, out=images)
-                    for mask in masks:
-                        mask.clamp_(0, 1)
-                pending.append(loss.detach())
-                snapshots.maybe(iteration, images)
-                if len(pending) == REPORT_EVERY or iteration + 1 == o.budget:
-                    values = torch.stack(pending).tolist()
-                    pending.clear()
-                    history.extend(values)
-                    progress(restart * o.budget + iteration + 1, o.restarts * o.budget,
-                             values[-1])
-                    if not all(map(math.isfinite, values)):
-                        failures.append(f"restart {restart}: non-finite loss by iteration "
-                                        f"{iteration}")
-                        break
-            with torch.no_grad():
-                final = self._loss(objective, observation, images, masks, rates, labels).item()
-            restart_losses.append(final)
-            if math.isfinite(final) and final < best[0]:
-                best = (final, images.detach().clone(), [m.detach().clone() for m in masks])
-        best_loss, best_images, best_masks = best
-        if best_images is None:
-            raise GGLError(f"{self.name} diverged: every restart ended with a non-finite loss")
-        snapshots.frames.append((o.budget * o.restarts, best_images.cpu()))
-        return Reconstruction(
-            images=best_images, labels=labels, loss=best_loss, history=history,
-            snapshots=snapshots.frames, evaluations=objective.evaluations,
-            iterations=len(history),
-            info={"label_method": "known" if observation.labels is not None else "inferred",
-                  "restart_losses": restart_losses, "failures": failures,
-                  "mask_drop_rates": [1 - m.mean().item() for m in best_masks],
-                  "dropout_rates": rates})
+    def _extra_variables(self, observation: Observation, generator) -> list[torch.Tensor]:
+        """One mask per dropout layer, ``(B, *activation)``, drawn Bernoulli(1 - p)."""
+        self._rates = [layer.p for layer in active_dropout_layers(observation)]
+        return [torch.bernoulli(torch.full(shape, 1 - p), generator=generator)
+                .to(observation.device).requires_grad_(True)
+                for shape, p in zip(activation_shapes(observation), self._rates)]
 
-    def _loss(self, objective, observation, images, masks, rates, labels) -> torch.Tensor:
+    def _loss(self, objective, observation, images, masks, labels) -> torch.Tensor:
         """Gradient distance (+ TV) under the current masks, plus the mask-rate regularizer."""
         with supplied_masks(observation.model, masks):
             loss = objective(images.unsqueeze(0), labels)[0]
         if not masks:
             return loss
-        rate_gap = sum(((1 - m.mean()) - p).abs() for m, p in zip(masks, rates))
+        rate_gap = sum(((1 - m.mean()) - p).abs() for m, p in zip(masks, self._rates))
         return loss + self.options.mask_rate_weight * rate_gap
+
+    def _project_extras(self, masks: list[torch.Tensor]) -> None:
+        for mask in masks:
+            mask.clamp_(0, 1)
+
+    def _extra_info(self, masks: list[torch.Tensor]) -> dict:
+        return {"mask_drop_rates": [1 - m.mean().item() for m in masks],
+                "dropout_rates": self._rates}
 
 
 class OracleIG(InvertingGradients):

@@ -225,6 +225,22 @@ class InvertingGradients(Attack):
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.budget)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
+    # -- hooks for attacks that optimize more than the image (DIA's dropout masks) ------
+    def _extra_variables(self, observation: Observation, generator) -> list[torch.Tensor]:
+        """Tensors optimized (plain Adam steps) alongside the image, drawn after it."""
+        return []
+
+    def _loss(self, objective, observation: Observation, images: torch.Tensor,
+              extras: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of ``images (B, C, H, W)`` (and the extra variables)."""
+        return objective(images.unsqueeze(0), labels)[0]
+
+    def _project_extras(self, extras: list[torch.Tensor]) -> None:
+        """Bring the extra variables back into their valid set after a step (in place)."""
+
+    def _extra_info(self, extras: list[torch.Tensor]) -> dict:
+        return {}
+
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         o = self.options
         labels = infer_labels(observation)
@@ -234,24 +250,28 @@ class InvertingGradients(Attack):
         low, high = observation.pixel_bounds()
         generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []
-        best_loss, best_images, restart_losses = math.inf, None, []
+        best_loss, best_images, best_extras, restart_losses = math.inf, None, [], []
         for restart in range(o.restarts):
             images = initial_images(observation, o.init, generator)
             if o.boxed:
                 images = torch.max(torch.min(images, high), low)
             images.requires_grad_(True)
-            optimizer = torch.optim.Adam([images], lr=o.lr)
+            extras = self._extra_variables(observation, generator)
+            optimizer = torch.optim.Adam([images, *extras], lr=o.lr)
             scheduler = self._scheduler(optimizer)
             pending: list[torch.Tensor] = []      # losses not yet read back from the device
             for iteration in range(o.budget):
-                loss = objective(images.unsqueeze(0), labels)[0]
-                grad, = torch.autograd.grad(loss, images)
-                images.grad = grad.sign() if o.signed else grad
+                loss = self._loss(objective, observation, images, extras, labels)
+                grads = torch.autograd.grad(loss, [images, *extras])
+                images.grad = grads[0].sign() if o.signed else grads[0]
+                for extra, grad in zip(extras, grads[1:]):
+                    extra.grad = grad
                 optimizer.step()
                 scheduler.step()
-                if o.boxed:
-                    with torch.no_grad():
+                with torch.no_grad():
+                    if o.boxed:
                         torch.max(torch.min(images, high), low, out=images)
+                    self._project_extras(extras)
                 pending.append(loss.detach())
                 snapshots.maybe(iteration, images)
                 if len(pending) == REPORT_EVERY or iteration + 1 == o.budget:
@@ -266,10 +286,12 @@ class InvertingGradients(Attack):
                                         f"{iteration}")
                         break
             # IG selects restarts by the loss of the final image
-            final = objective(images.detach().unsqueeze(0), labels)[0].item()
+            extras = [extra.detach() for extra in extras]
+            final = self._loss(objective, observation, images.detach(), extras, labels).item()
             restart_losses.append(final)
             if math.isfinite(final) and final < best_loss:
                 best_loss, best_images = final, images.detach().clone()
+                best_extras = [extra.clone() for extra in extras]
         if best_images is None:
             raise GGLError(f"{self.name} diverged: every restart ended with a non-finite loss")
         snapshots.frames.append((o.budget * o.restarts, best_images.cpu()))
@@ -278,7 +300,8 @@ class InvertingGradients(Attack):
             snapshots=snapshots.frames, evaluations=objective.evaluations,
             iterations=len(history),
             info={"label_method": "known" if observation.labels is not None else "inferred",
-                  "restart_losses": restart_losses, "failures": failures})
+                  "restart_losses": restart_losses, "failures": failures,
+                  **self._extra_info(best_extras)})
 
 
 @dataclass
