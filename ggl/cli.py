@@ -52,7 +52,7 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
 
 #: ``ggl run`` options that belong to the GGL attack
 LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps",
-                  "refine_tv", "kl")
+                  "refine_tv", "kl", "dropout_masks")
 
 
 @cli.command()
@@ -111,6 +111,10 @@ LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_st
 @click.option("--dropout", type=float, default=0.0, show_default=True,
               help="Dropout rate of the victim's dropout layers; the client computes its "
                    "gradient with them active and its masks stay secret.")
+@click.option("--dropout-masks", default=None,
+              help="GGL against a victim with dropout: ignore (default; the model runs with "
+                   "dropout off) or model (with --ng_method adam: search the client's masks "
+                   "jointly with the latent, as the Dropout Inversion Attack does).")
 @click.option("--weights", default=None, help="Victim weights (.safetensors or state dict).")
 @click.option("--victim-steps", type=int, default=0, show_default=True,
               help="Train the victim this many SGD steps on the public split first.")

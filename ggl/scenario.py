@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ggl.dropout import activate_dropout, dropout_layers, recorded_masks
+from ggl.dropout import dropout_layers, set_dropout, recorded_masks
 from ggl.errors import GGLError
 
 DEFENSE_SEED_OFFSET = 1_000_003
@@ -165,9 +165,10 @@ class Scenario:
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
-        # the client trains with its dropout layers on; the server knows that much
-        server_model = activate_dropout(copy.deepcopy(self.model))
-        client_model = activate_dropout(copy.deepcopy(self.model))  # train-mode BN may
+        # the client trains with its dropout layers on (masks drawn, kept secret); the
+        # server's copy has them off: attacks that model the masks supply their own
+        server_model = set_dropout(copy.deepcopy(self.model), False)
+        client_model = set_dropout(copy.deepcopy(self.model), True)  # train-mode BN may
         gradient: Sequence[torch.Tensor] = client_gradient(         # update its buffers
             client_model, self.images, self.labels)
         masks = recorded_masks(client_model) if dropout_layers(client_model) else ()

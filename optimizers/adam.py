@@ -7,6 +7,7 @@ one latent per step, so a budget of N evaluations is N steps.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -29,11 +30,13 @@ class AdamSearch(LatentOptimizer):
     differentiable = True
 
     def __init__(self, lr: float = 0.1, rampup: float = 0.05, rampdown: float = 0.25,
-                 seed: int = 0, bounds: float | None = None, population: int = 1):
+                 seed: int = 0, bounds: float | None = None, population: int = 1,
+                 project: Callable[[torch.Tensor], None] | None = None):
         super().__init__(1, seed, bounds)
         if lr <= 0:
             raise GGLError(f"adam lr must be positive, got {lr}")
         self.lr, self.rampup, self.rampdown = lr, rampup, rampdown
+        self.project = project          # in-place, on the searched vector after each step
 
     def _minimize(self, objective: Objective, init: torch.Tensor, budget: int,
                   tracker: BestTracker) -> SearchResult:
@@ -49,7 +52,9 @@ class AdamSearch(LatentOptimizer):
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
-            if self.bounds is not None:
-                with torch.no_grad():
+            with torch.no_grad():
+                if self.bounds is not None:
                     latent.clamp_(-self.bounds, self.bounds)
+                if self.project is not None:
+                    self.project(latent)
         return tracker.result(lr=self.lr, steps=tracker.evaluations)

@@ -50,7 +50,8 @@ def test_masks_drop_at_the_rate_and_never_reach_the_observation(make_victim, obs
     assert not any("mask" in field for field in observation.__dataclass_fields__)
     # the server's copy never ran the client's forward pass: it holds no recorded mask
     assert all(layer.recorded is None for layer in dropout_layers(observation.model))
-    assert all(layer.training for layer in dropout_layers(observation.model))
+    # and its dropout is off: an attack that ignores dropout evaluates the deployed model
+    assert not any(layer.training for layer in dropout_layers(observation.model))
 
 
 def test_dropout_is_on_for_the_client_while_batchnorm_keeps_eval_mode(make_victim, observe):

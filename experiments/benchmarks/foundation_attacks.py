@@ -79,8 +79,9 @@ def run_part(part: str, indices: list[int], threads: int, parts=PARTS, results=R
               f"({row['seconds']:.0f} s)", flush=True)
 
 
-def table(parts=PARTS, results=RESULTS) -> None:
-    print("| run | PSNR per private index 0..7 (dB) | mean PSNR | median PSNR | mean SSIM | "
+def table(parts=PARTS, results=RESULTS, indices: int = 8) -> None:
+    print(f"| run | PSNR per private index 0..{indices - 1} (dB) | mean PSNR | median PSNR | "
+          "mean SSIM | "
           "min PSNR | label acc. | s/run |")
     print("|---|---|---|---|---|---|---|---|")
     for part, (description, _) in parts.items():
@@ -93,7 +94,7 @@ def table(parts=PARTS, results=RESULTS) -> None:
             by_index.setdefault(row["index"], row)
         rows = [by_index[i] for i in sorted(by_index)]
         psnrs = [r["psnr"] for r in rows]
-        if len(rows) < 8:
+        if len(rows) < indices:
             description += f" (only indices {', '.join(str(r['index']) for r in rows)} so far)"
         cells = " / ".join(f"{p:.1f}" for p in psnrs)
         print(f"| {description} | {cells} | {statistics.mean(psnrs):.2f} | "
@@ -103,17 +104,19 @@ def table(parts=PARTS, results=RESULTS) -> None:
               f"{statistics.mean(r['seconds'] for r in rows):.0f} |")
 
 
-def main(parts=PARTS, results=RESULTS, doc=__doc__):
+def main(parts=PARTS, results=RESULTS, doc=__doc__, indices: int = 8):
+    """Run the parts given by ``--part`` on the first ``indices`` private digits (or
+    ``--indices``), and/or print the table."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--part", action="append", choices=sorted(parts), default=[])
-    parser.add_argument("--indices", default="0,1,2,3,4,5,6,7")
+    parser.add_argument("--indices", default=",".join(map(str, range(indices))))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     for part in args.part:
         run_part(part, [int(i) for i in args.indices.split(",")], args.threads, parts, results)
     if args.table:
-        table(parts, results)
+        table(parts, results, indices)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The Dropout Inversion Attack (Scheliga et al. 2022) and its oracle baseline.
 
 A client training with dropout computes its gradient under random masks the server never
-sees; Inverting Gradients, which runs the victim with fresh masks, matches the wrong
-function and fails. ``dia`` optimizes the dummy image and one continuous mask per dropout
+sees; Inverting Gradients, which evaluates the victim with dropout off (as the original
+does), matches the wrong function and fails. ``dia`` optimizes the dummy image and one continuous mask per dropout
 layer jointly: the mask has the layer's activation shape ``(B, *activation)``, starts as a
 Bernoulli(1 - p) draw, is applied as ``x * m / (1 - p)`` and clipped to [0, 1] after every
 step; a regularizer ``sum_layers |(1 - mean(m)) - p|`` keeps each layer's drop rate near p.
@@ -20,31 +20,16 @@ import torch
 
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.attacks.pixel import IGOptions, InvertingGradients
-from ggl.dropout import dropout_layers, supplied_masks
+from ggl.dropout import MaskModel, supplied_masks
 from ggl.errors import GGLError
 from ggl.scenario import Observation
 
 
-def active_dropout_layers(observation: Observation):
-    """The victim's dropout layers, which must be active (the client trains with dropout).
-    None at all is allowed: without dropout, ``dia`` is IG and ``wiig`` is IG."""
-    layers = dropout_layers(observation.model)
-    if not all(layer.training for layer in layers):
-        raise GGLError("the victim's dropout layers are in eval mode: the client's gradient "
-                       "was computed without dropout, there are no masks to recover")
-    return layers
-
-
-def activation_shapes(observation: Observation) -> list[tuple[int, ...]]:
-    """``(B, *activation)`` of each dropout layer, from one forward pass on a dummy batch."""
-    layers = active_dropout_layers(observation)
-    if not layers:
-        return []
-    dummy = torch.zeros(observation.batch_size, *observation.image_shape,
-                        device=observation.device)
-    with torch.no_grad():
-        observation.model(dummy)
-    return [tuple(layer.recorded.shape) for layer in layers]
+def mask_model(observation: Observation) -> MaskModel:
+    """The attacker's model of the victim's dropout masks (no layers without dropout: then
+    ``dia`` and ``wiig`` are IG)."""
+    return MaskModel(observation.model, (observation.batch_size, *observation.image_shape),
+                     observation.device)
 
 
 @dataclass
@@ -72,10 +57,8 @@ class DropoutInversion(InvertingGradients):
 
     def _extra_variables(self, observation: Observation, generator) -> list[torch.Tensor]:
         """One mask per dropout layer, ``(B, *activation)``, drawn Bernoulli(1 - p)."""
-        self._rates = [layer.p for layer in active_dropout_layers(observation)]
-        return [torch.bernoulli(torch.full(shape, 1 - p), generator=generator)
-                .to(observation.device).requires_grad_(True)
-                for shape, p in zip(activation_shapes(observation), self._rates)]
+        self._masks = mask_model(observation)
+        return [m.requires_grad_(True) for m in self._masks.initial(generator)]
 
     def _loss(self, objective, observation, images, masks, labels) -> torch.Tensor:
         """Gradient distance (+ TV) under the current masks, plus the mask-rate regularizer."""
@@ -83,16 +66,14 @@ class DropoutInversion(InvertingGradients):
             loss = objective(images.unsqueeze(0), labels)[0]
         if not masks:
             return loss
-        rate_gap = sum(((1 - m.mean()) - p).abs() for m, p in zip(masks, self._rates))
-        return loss + self.options.mask_rate_weight * rate_gap
+        return loss + self.options.mask_rate_weight * self._masks.rate_gap(masks)
 
     def _project_extras(self, masks: list[torch.Tensor]) -> None:
-        for mask in masks:
-            mask.clamp_(0, 1)
+        MaskModel.project(masks)
 
     def _extra_info(self, masks: list[torch.Tensor]) -> dict:
-        return {"mask_drop_rates": [1 - m.mean().item() for m in masks],
-                "dropout_rates": self._rates}
+        return {"mask_drop_rates": self._masks.drop_rates(masks),
+                "dropout_rates": self._masks.rates}
 
 
 class OracleIG(InvertingGradients):
@@ -108,7 +89,6 @@ class OracleIG(InvertingGradients):
         self.secret_masks: tuple[torch.Tensor, ...] | None = None
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
-        active_dropout_layers(observation)
         if self.secret_masks is None:
             raise GGLError("wiig is an oracle: it needs the client's secret dropout masks, "
                            "which ggl.api.run hands it; an attack on an Observation alone "

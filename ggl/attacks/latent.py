@@ -20,11 +20,14 @@ the PSNR gain and most of the SSIM (experiments/README.md).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
+from ggl.attacks.dia import mask_model
+from ggl.dropout import supplied_masks
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.objective import DISTANCES, total_variation
@@ -32,6 +35,8 @@ from ggl.scenario import Observation
 
 #: progress-GIF frames per trial
 FRAMES = 24
+#: --dropout-masks: how the latent attack treats the victim's dropout
+DROPOUT_MASK_MODES = ("ignore", "model")
 
 
 def latent_kl(latents: torch.Tensor) -> torch.Tensor:
@@ -48,7 +53,10 @@ class GGLOptions:
 
     ``population`` ``None`` takes the method's own (nevergrad 50, TuRBO 10, adam 1);
     ``lr`` is the adam method's step size; ``bounds`` boxes the latents (TuRBO: 2);
-    ``refine_*``: the optional pixel-space refinement after the search (steps, Adam lr, TV).
+    ``refine_*``: the optional pixel-space refinement after the search (steps, Adam lr, TV);
+    ``dropout_masks``: ``ignore`` (the server's model runs with dropout off) or ``model``
+    (adam only: one continuous mask per dropout layer searched with the latent, as the
+    Dropout Inversion Attack does in pixel space, with ``mask_rate_weight`` x its rate gap).
     """
 
     budget: int = 25_000
@@ -68,6 +76,8 @@ class GGLOptions:
     refine_tv: float = 1.0
     path: str = "auto"
     chunk_size: int | None = None
+    dropout_masks: str = "ignore"
+    mask_rate_weight: float = 1e-4
 
 
 class GGL(Attack):
@@ -92,16 +102,24 @@ class GGL(Attack):
             raise GGLError(f"unknown distance {o.distance!r}; valid: {', '.join(sorted(DISTANCES))}")
         if o.n_trials < 1:
             raise GGLError(f"--n_trials (--restarts) must be at least 1, got {o.n_trials}")
-        for name in ("kl", "tv", "refine_steps", "refine_tv"):
+        if o.dropout_masks not in DROPOUT_MASK_MODES:
+            raise GGLError(f"unknown --dropout-masks {o.dropout_masks!r}; valid: "
+                           f"{', '.join(DROPOUT_MASK_MODES)}")
+        if o.dropout_masks == "model" and o.ng_method != "adam":
+            raise GGLError("--dropout-masks model optimizes the masks by gradient descent "
+                           f"with the latent: it needs --ng_method adam, not {o.ng_method!r}")
+        for name in ("kl", "tv", "refine_steps", "refine_tv", "mask_rate_weight"):
             if getattr(o, name) < 0:
                 raise GGLError(f"{name} must be >= 0, got {getattr(o, name)}")
         self.optimizer(0).check_budget(o.budget)      # unknown method or budget too small
 
-    def optimizer(self, trial: int):
+    def optimizer(self, trial: int, project=None):
+        """The latent optimizer of trial ``trial``; ``project`` (adam only) is applied to
+        the searched vector after every step."""
         from optimizers import build_optimizer
 
         o = self.options
-        extra = {"lr": o.lr} if o.ng_method == "adam" else {}
+        extra = {"lr": o.lr, "project": project} if o.ng_method == "adam" else {}
         return build_optimizer(o.ng_method, population=o.population, bounds=o.bounds,
                                seed=self.seed * 1000 + trial, **extra)
 
@@ -127,6 +145,23 @@ class GGL(Attack):
                                             layer_weights=o.layer_weights, tv=o.tv,
                                             path=o.path, chunk_size=o.chunk_size)
 
+        # the searched vector: the B latents, then (--dropout-masks model) the masks
+        masks = mask_model(observation) if o.dropout_masks == "model" else None
+        latent_size = batch * dim
+
+        def split(vector: torch.Tensor):
+            """``(P, latent_size [+ masks.size])`` -> latents ``(P, latent_size)`` and the
+            masks (of the first candidate: mask modelling runs Adam, one candidate)."""
+            if masks is None:
+                return vector, None
+            return (vector[:, :latent_size],
+                    masks.unflatten(vector[0, latent_size:].to(observation.device)))
+
+        def under(current):
+            """Run the victim under the modelled masks (or as the server holds it)."""
+            return nullcontext() if current is None else \
+                supplied_masks(observation.model, current)
+
         def generate(latents: torch.Tensor) -> torch.Tensor:
             """``(P, B * d)`` latents -> candidates ``(P, B, C, H, W)``."""
             count = latents.shape[0]
@@ -136,12 +171,18 @@ class GGL(Attack):
 
         differentiable = self.optimizer(0).differentiable
 
-        def loss(latents: torch.Tensor) -> torch.Tensor:
-            with torch.set_grad_enabled(differentiable):
+        def loss(vector: torch.Tensor) -> torch.Tensor:
+            latents, current = split(vector)
+            with torch.set_grad_enabled(differentiable), under(current):
                 value = objective(generate(latents), labels)
                 if o.kl:
                     value = value + o.kl * latent_kl(latents.to(value.device))
+                if current is not None:
+                    value = value + o.mask_rate_weight * masks.rate_gap(current)
             return value if differentiable else value.detach()
+
+        def project(vector: torch.Tensor) -> None:
+            vector[latent_size:].clamp_(0, 1)
 
         total = o.budget * o.n_trials
         snapshots, history, trials = [], [], []
@@ -151,20 +192,26 @@ class GGL(Attack):
             every = max(1, o.budget // FRAMES)
             next_frame = [0]
 
-            def report(evaluations, budget, best_loss, best_latent):
+            def report(evaluations, budget, best_loss, best_vector):
                 progress(done + evaluations, total, best_loss)
                 if evaluations >= next_frame[0]:
                     with torch.no_grad():
-                        snapshots.append((done + evaluations, generate(best_latent[None])[0].cpu()))
+                        best_images = generate(split(best_vector[None])[0])[0]
+                    snapshots.append((done + evaluations, best_images.cpu()))
                     next_frame[0] = evaluations + every
 
             init = prior.sample_latent(batch, generator).reshape(-1)
-            result = self.optimizer(trial).minimize(loss, init, o.budget, report)
-            with torch.no_grad():
-                images = generate(result.latent[None])[0]
+            if masks is not None:
+                init = torch.cat([init, masks.flatten(masks.initial(generator)).to(init.device)])
+            search = self.optimizer(trial, project if masks is not None else None)
+            result = search.minimize(loss, init, o.budget, report)
+            latents, best_masks = split(result.latent[None])
+            with torch.no_grad(), under(best_masks):
+                images = generate(latents)[0]
                 gradient_loss = objective(images[None], labels)[0].item()
             trials.append({"objective": result.loss, "gradient_loss": gradient_loss,
-                           "latent": result.latent, "images": images, "info": result.info})
+                           "latent": latents[0], "masks": best_masks, "images": images,
+                           "info": result.info})
             history.extend(result.history)
         best = min(trials, key=lambda t: t["gradient_loss"] if math.isfinite(t["gradient_loss"])
                    else math.inf)
@@ -178,11 +225,15 @@ class GGL(Attack):
                 "trial_objectives": [t["objective"] for t in trials],
                 "gradient_path": objective.choose_path(
                     1 if differentiable else self.optimizer(0).population),
-                "latent": best["latent"].tolist()}
+                "latent": best["latent"].tolist(), "dropout_masks": o.dropout_masks}
+        if masks is not None:
+            info["mask_drop_rates"] = masks.drop_rates(best["masks"])
+            info["dropout_rates"] = masks.rates
         search_evaluations = objective.evaluations
         if o.refine_steps:
-            images, final_loss, refinement = self._refine(observation, objective, images,
-                                                          labels, final_loss)
+            with under(best["masks"]):
+                images, final_loss, refinement = self._refine(observation, objective, images,
+                                                              labels, final_loss)
             info["refinement"] = refinement
         snapshots.append((total, images.cpu()))
         return Reconstruction(images=images.detach(), labels=labels, loss=final_loss,
