@@ -38,8 +38,9 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "lpips>=0.1.4"],
+        "test": ["pytest>=7.4", "lpips>=0.1.4", "ray>=2.9"],
         "lpips": ["lpips>=0.1.4"],
+        "ray": ["ray>=2.9"],      # ggl sweep --executor ray
     },
     entry_points={"console_scripts": ["ggl=ggl.cli:main"]},
 )

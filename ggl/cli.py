@@ -258,6 +258,40 @@ def train_prior_command(resume, no_score, quiet, **options):
         click.echo(f"prior quality unavailable: {quality['reason']}")
 
 
+@cli.command()
+@click.argument("config", metavar="CONFIG.yaml")
+@click.option("--out", required=True,
+              help="The result store's folder; running again with the same folder resumes.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: processes on this machine; ray: Ray tasks.")
+@click.option("--workers", type=int, default=None,
+              help="local: worker processes (default 1 = in this process); ray: tasks in "
+                   "flight (default: as many as the cluster's CPUs hold).")
+@click.option("--address", default=None,
+              help="ray: the cluster's address (e.g. from `ray start --head`); default: "
+                   "start a local Ray instance.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per cell (default: cores // workers, at least 1).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep(config, out, executor, workers, address, threads, quiet):
+    """Run every cell of a YAML grid of runs, resumably (see ggl/sweep.py for the schema).
+
+    Each cell is one `ggl run`, recorded in OUT/index.jsonl with its run folder in
+    OUT/runs/<cell id>/. Running the same command again skips finished cells and retries
+    failed ones.
+    """
+    from ggl.sweep import INDEX_FILE, run_sweep
+
+    try:
+        summary = run_sweep(config, out, executor=executor, workers=workers, address=address,
+                            threads=threads, quiet=quiet)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cells are stored in {out}/{INDEX_FILE}; run the "
+                   f"same command again to resume", err=True)
+        raise SystemExit(130)
+    click.echo(summary.line())
+
+
 @cli.command("list")
 def list_registered():
     """List the registered attacks, models, datasets, distances and defenses."""
