@@ -292,6 +292,74 @@ def sweep(config, out, executor, workers, address, threads, quiet):
     click.echo(summary.line())
 
 
+@cli.command()
+@click.argument("directory", metavar="DIR")
+@click.option("--out", "stem", default=None, metavar="FILE_STEM",
+              help="Write FILE_STEM.html, FILE_STEM.md and FILE_STEM_files/ "
+                   "(default: DIR/report).")
+def report(directory, stem):
+    """Tables, plots and image grids of a sweep store or of `ggl run` folders.
+
+    DIR is a `ggl sweep --out` / `ggl compare --out` folder (its index.jsonl), or any folder
+    holding run.json files. Writes DIR/report.html (self-contained: opens offline) and
+    DIR/report.md with its figures in DIR/report_files/, and prints the summary table.
+    """
+    from ggl.report import write_report
+
+    written = write_report(directory, stem)
+    click.echo(written.table)
+    click.echo(written.line())
+
+
+@cli.command()
+@click.option("--attack", "attacks", multiple=True,
+              help="Attack to compare, repeatable (default: dlg, idlg, ig, ggl).")
+@click.option("--budget", "budgets", multiple=True, metavar="ATTACK=N",
+              help="Budget of one attack, repeatable (defaults: dlg/idlg 100 L-BFGS steps, "
+                   "ig 2000 Adam steps, ggl 2000 CMA evaluations).")
+@click.option("--model", default="lenet", show_default=True, help="Victim model name.")
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--index", type=int, multiple=True,
+              help="Private index, repeatable: one cell per index  [default: 0]")
+@click.option("--defense", multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
+              help="Client-side defense, repeatable (a chain, in order), as in `ggl run`; "
+                   "default: none.")
+@click.option("--adaptive", is_flag=True, help="Every attack models the defense.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (default 1 = in this process).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per cell (default: cores // workers, at least 1).")
+@click.option("--out", default=None,
+              help="The sweep store (default: results/compare_<time>); the same folder "
+                   "resumes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compare(attacks, budgets, out, workers, threads, quiet, **options):
+    """Pixel vs latent: DLG, iDLG, IG and GGL on the same private images.
+
+    Runs the attacks under one defense setting as a sweep (OUT/index.jsonl, OUT/runs/),
+    writes OUT/report.html and OUT/report.md and prints the table.
+    """
+    from ggl.compare import COMPARE_ATTACKS, default_out, parse_budgets, run_compare
+    from ggl.sweep import INDEX_FILE
+
+    out = out or str(default_out())
+    attacks = tuple(dict.fromkeys(attacks)) or COMPARE_ATTACKS
+    options.update(attacks=attacks, budgets=parse_budgets(budgets, attacks),
+                   index=options["index"] or (0,), defense=tuple(options["defense"]))
+    try:
+        summary, written = run_compare(out=out, workers=workers, threads=threads, quiet=quiet,
+                                       **options)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cells are stored in {out}/{INDEX_FILE}; run the "
+                   f"same command with --out {out} to resume", err=True)
+        raise SystemExit(130)
+    click.echo(summary.line())
+    click.echo(written.table)
+    click.echo(written.line())
+
+
 @cli.command("list")
 def list_registered():
     """List the registered attacks, models, datasets, distances and defenses."""

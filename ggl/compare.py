@@ -1,0 +1,144 @@
+"""``ggl compare``: pixel vs latent attacks on the same private images, as one small sweep.
+
+A preset grid for :mod:`ggl.sweep`: ``attack`` = DLG, iDLG, IG and GGL (or a chosen subset)
+x one defense setting (a ``--defense`` chain, default none; ``--adaptive`` for all) x the
+private images (one cell per ``--index``, default 0), with budgets a CPU finishes in a few
+minutes (``COMPARE_BUDGETS``: the attacks' own defaults, 300 L-BFGS steps, 24,000 IG steps
+and 25,000 GGL evaluations, take an hour or more). The grid is written as an ordinary sweep
+config (kept in ``OUT/sweep.json``), parsed and validated by :func:`ggl.sweep.parse_sweep`
+and run by :func:`ggl.sweep.run_sweep` into the store ``OUT``; then
+:func:`ggl.report.write_report` writes ``OUT/report.html`` and ``OUT/report.md``. Cells
+have the ids any sweep gives the same runs, so running the same command with the same
+``--out`` resumes (done cells are skipped, failed ones retried).
+
+Example::
+
+    from ggl.compare import run_compare
+    summary, report = run_compare(attacks=("idlg", "ggl"), index=(0, 1))
+    print(report.table)
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+import constants
+from ggl.errors import GGLError, choose
+
+#: the attacks compared when none are chosen: pixel space (DLG, iDLG, IG) vs latent (GGL)
+COMPARE_ATTACKS = ("dlg", "idlg", "ig", "ggl")
+#: budgets a 2-core CPU runs in about a minute per private image on LeNet (measured in
+#: experiments/README.md: 300 L-BFGS steps of DLG 33 s, of iDLG 26 s; IG 2000 steps 50 s,
+#: 25.2 dB; GGL-CMA 2000 evaluations 9 s, 16.2 dB); attacks not listed keep their defaults
+COMPARE_BUDGETS = {"dlg": 100, "idlg": 100, "ig": 2000, "ig-adam": 2000, "ggl": 2000}
+
+
+def parse_budgets(pairs: Sequence[str], attacks: Sequence[str]) -> dict[str, int]:
+    """``["dlg=50", "ggl=500"]`` -> ``{"dlg": 50, "ggl": 500}``, checked against the
+    compared attacks.
+
+    Raises:
+        GGLError: a pair that is not ATTACK=N, N not a positive integer, or an attack that
+            is not compared.
+    """
+    budgets = {}
+    for pair in pairs:
+        attack, equals, value = pair.partition("=")
+        attack = attack.strip()
+        if not equals or not attack:
+            raise GGLError(f"--budget expects ATTACK=N (e.g. --budget ig=500 --budget "
+                           f"ggl=1000), got {pair!r}")
+        if attack not in attacks:
+            raise GGLError(f"--budget {pair!r}: {attack!r} is not one of the compared attacks "
+                           f"({', '.join(attacks)}; choose them with --attack)")
+        try:
+            budget = int(value)
+        except ValueError:
+            raise GGLError(f"--budget {pair!r}: N must be an integer, got {value!r}") from None
+        if budget < 1:
+            raise GGLError(f"--budget {pair!r}: N must be at least 1, got {budget}")
+        budgets[attack] = budget
+    return budgets
+
+
+def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
+                   budgets: dict[str, int] | None = None, defense: Sequence[str] = (),
+                   adaptive: bool = False, index: Sequence[int] = (0,),
+                   model: str = "lenet", dataset: str = "mnist", device: str = "auto",
+                   seed: int = 0) -> dict:
+    """The sweep config (a plain mapping, as YAML would give it) of one comparison.
+
+    Args:
+        attacks: attack names (``ggl list``); default DLG, iDLG, IG and GGL.
+        budgets: per attack, overriding ``COMPARE_BUDGETS``.
+        defense: one ``--defense`` chain applied to every cell (default: none).
+        adaptive: every attack models the defense.
+        index: private images, one cell per index.
+        model, dataset, device, seed: as ``ggl run``'s.
+
+    Raises:
+        GGLError: an unknown attack or a bad defense spec.
+    """
+    from ggl.attacks import ATTACKS
+    from ggl.defenses import parse_defenses
+
+    attacks = list(dict.fromkeys(attacks or COMPARE_ATTACKS))
+    for attack in attacks:
+        choose(ATTACKS, attack, "attack")
+    defense = [spec.strip() for spec in defense]
+    parse_defenses(defense)                 # the --defense message, before the grid's
+    budgets = {**{a: b for a, b in COMPARE_BUDGETS.items() if a in attacks},
+               **(budgets or {})}
+    index = list(dict.fromkeys(index or (0,)))
+    return {
+        "name": "compare",
+        "settings": {"model": model, "dataset": dataset, "device": device, "seed": seed,
+                     "adaptive": bool(adaptive)},
+        "grid": {"attack": attacks, "defense": [defense or "none"], "index": index},
+        "attack_options": {a: {"budget": budgets[a]} for a in attacks if a in budgets},
+    }
+
+
+def compare_sweep(**options):
+    """The comparison as a validated :class:`ggl.sweep.Sweep` (keywords of
+    :func:`compare_config`)."""
+    from ggl.sweep import parse_sweep
+
+    text = yaml.safe_dump(compare_config(**options), sort_keys=False)
+    try:
+        return parse_sweep(text)
+    except GGLError as err:                 # no file to point at: drop "<sweep config>:N: "
+        raise GGLError("ggl compare: " + re.sub(r"^<sweep config>:\d+: ", "", str(err))) \
+            from None
+
+
+def default_out() -> Path:
+    """``results/compare_<date>-<time>`` (``constants.OUTPUT_DIR``)."""
+    return constants.OUTPUT_DIR / f"compare_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_compare(out: str | Path | None = None, workers: int | None = None,
+                threads: int | None = None, quiet: bool = False, **options):
+    """Run the comparison into the sweep store ``out`` and write its report.
+
+    Args:
+        out: the store (default :func:`default_out`); the same folder resumes.
+        workers: local worker processes (default 1).
+        threads: torch threads per cell (default: cores // workers).
+        quiet: no progress bar.
+        **options: keywords of :func:`compare_config`.
+
+    Returns:
+        ``(SweepSummary, Report)``.
+    """
+    from ggl.report import write_report
+    from ggl.sweep import run_sweep
+
+    sweep = compare_sweep(**options)
+    out = Path(out) if out is not None else default_out()
+    summary = run_sweep(sweep, out, workers=workers, threads=threads, quiet=quiet)
+    return summary, write_report(out)
