@@ -21,6 +21,9 @@ A sweep config is a YAML file with four top-level keys::
       idlg: {budget: 5}
       ig: {budget: 10, signed: false}
       ggl: {ng_method: CMA, budget: 200}
+    exclude:                      # optional: partial cells left out of the grid
+      - {attack: idlg, adaptive: true}
+      - {defense: none, seed: [1, 2]}            # a list: any of these values
 
 ``settings`` accepts every field of :class:`ggl.config.RunConfig` except ``out`` (the sweep
 places each run): ``model``, ``dataset``, ``budget``, ``known_labels``, ``device``,
@@ -34,6 +37,8 @@ only: the options every attack understands (``budget``, ``lr``, ``tv``, ``distan
 ``layer_weights``, ``restarts``, ``init``) set the RunConfig field, the others go to
 ``extra`` (what ``--set`` and GGL's own flags do on the command line). A key may be set in
 one place only: ``settings``, ``grid`` or ``attack_options`` (for each attack).
+``exclude`` lists partial cells (grid axes -> a value or a list of values) to leave out,
+e.g. the distance axis for adaptive cells whose noise likelihood replaces the distance.
 
 Everything is validated before anything runs: unknown keys, wrong types, unknown names and
 bad defense specs raise one :class:`GGLError` naming the file, the line and what is
@@ -121,7 +126,7 @@ from ggl.config import COMMON_ATTACK_OPTIONS, RunConfig, resolve_device
 from ggl.errors import GGLError, choose
 
 #: top-level keys of a sweep config
-TOP_LEVEL_KEYS = ("name", "settings", "grid", "attack_options")
+TOP_LEVEL_KEYS = ("name", "settings", "grid", "attack_options", "exclude")
 #: keys of a ``{name, params, options}`` defense entry
 DEFENSE_ENTRY_KEYS = ("name", "params", "options")
 #: RunConfig fields a sweep config may not set
@@ -395,6 +400,7 @@ class Sweep:
     axes: dict
     cells: list[Cell]
     merged: int = 0          # cells of the grid that were the same run as an earlier one
+    excluded: int = 0        # cells of the grid left out by ``exclude``
 
 
 def canonical_config(config: RunConfig) -> dict:
@@ -432,6 +438,41 @@ def _unknown_key(container: dict, key: Any, where: str, valid: Iterable[str],
                  hint: str = "") -> _Problem:
     return _Problem(_line(container, key), f"unknown key {key!r} in {where}; valid keys: "
                                            f"{', '.join(valid)}{hint}")
+
+
+def _parse_exclude(data: dict, axes: dict[str, list]) -> list[dict[str, list]]:
+    """``exclude``: a list of partial cells, each ``{axis: value or [values]}``; a cell
+    whose value on every named axis is among the listed ones is left out of the grid."""
+    if "exclude" not in data:
+        return []
+    node = data["exclude"]
+    if not isinstance(node, list):
+        raise _Problem(_line(data, "exclude"), "exclude must be a list of partial cells, e.g. "
+                                               "[{adaptive: true, distance: [l1, cosine]}]")
+    rules = []
+    for position, entry in enumerate(node):
+        line = _line(node, position)
+        if not isinstance(entry, dict) or not entry:
+            raise _Problem(line, f"exclude[{position}] must be a mapping of grid axes to "
+                                 f"values, got {_plain(entry)!r}")
+        rule = {}
+        for key, values in entry.items():
+            if key not in axes:
+                raise _unknown_key(entry, key, f"exclude[{position}]", list(axes),
+                                   " (exclude names grid axes only)")
+            items = values if isinstance(values, list) and key != "index" else [values]
+            try:
+                rule[key] = [v for item in items for v in (
+                    _defense_entry(item) if key == "defense" else [_field_value(key, item)])]
+            except _Problem as problem:
+                raise _Problem(problem.line or _line(entry, key),
+                               f"exclude[{position}].{key}: {problem}") from None
+        rules.append(rule)
+    return rules
+
+
+def _excluded(values: dict, rules: list[dict[str, list]]) -> bool:
+    return any(all(values[key] in allowed for key, allowed in rule.items()) for rule in rules)
 
 
 def _parse(data: Any, default_name: str) -> tuple[str, dict, dict, dict, int]:
@@ -553,6 +594,7 @@ def parse_sweep(text: str, path: str | Path | None = None) -> Sweep:
             raise _Problem(1, "the sweep config is empty; it needs at least a grid")
         default_name = Path(path).stem if path is not None else "sweep"
         name, settings, axes, attack_options, grid_line = _parse(data, default_name)
+        excludes = _parse_exclude(data, axes)
     except _Problem as problem:
         raise GGLError(f"{where}:{problem.line or 1}: {problem}") from None
     except yaml.YAMLError as err:
@@ -561,9 +603,12 @@ def parse_sweep(text: str, path: str | Path | None = None) -> Sweep:
         problem = getattr(err, "problem", None) or str(err)
         raise GGLError(f"{where}:{line}: invalid YAML: {problem}") from None
 
-    cells, seen = [], set()
+    cells, seen, excluded = [], set(), 0
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
+        if _excluded(values, excludes):
+            excluded += 1
+            continue
         try:
             config = _cell_config(settings, values, attack_options).validate()
         except GGLError as err:
@@ -577,9 +622,9 @@ def parse_sweep(text: str, path: str | Path | None = None) -> Sweep:
         if "defense" in shown and not shown["defense"] and "adaptive" in shown:
             shown["adaptive"] = config.adaptive
         cells.append(Cell(identifier, shown, config))
-    merged = math.prod(len(v) for v in axes.values()) - len(cells)
+    merged = math.prod(len(v) for v in axes.values()) - len(cells) - excluded
     return Sweep(name, Path(path) if path is not None else None, text, _plain(axes), cells,
-                 merged)
+                 merged, excluded)
 
 
 def load_sweep(path: str | Path) -> Sweep:

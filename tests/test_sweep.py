@@ -328,3 +328,27 @@ def test_ray_gives_the_serial_records(tmp_path, reference):
     assert (summary.done, summary.failed) == (8, 0)
     assert len(_lines(tmp_path)) == 8
     _same_records(summary.records, reference.records)
+
+
+def test_exclude_leaves_out_matching_cells_and_names_bad_axes(tmp_path):
+    text = """
+grid:
+  attack: [idlg, ig]
+  defense: [none, "noise:0.01"]
+  adaptive: [false, true]
+  distance: [l2, cosine]
+exclude:
+  - {adaptive: true, distance: cosine}
+  - {attack: idlg, defense: ["noise:0.01"], adaptive: false}
+"""
+    sweep = parse_sweep(text, tmp_path / "x.yaml")
+    labels = [cell.label() for cell in sweep.cells]
+    assert not any("adaptive=True" in label and "distance=cosine" in label for label in labels)
+    assert not any(label.startswith("idlg") and "noise" in label and "adaptive=False" in label
+                   for label in labels)
+    # 16 combinations: 6 excluded (4 + 2), 2 merged (no defense: adaptive means nothing)
+    assert (len(sweep.cells), sweep.excluded, sweep.merged) == (8, 6, 2)
+    with pytest.raises(GGLError, match=r"x.yaml:5: unknown key .seed. in exclude\[0\]; "
+                                       r"valid keys: attack, defense"):
+        parse_sweep("grid:\n  attack: [idlg]\n  defense: [none]\nexclude:\n  - {seed: 1}\n",
+                    tmp_path / "x.yaml")
