@@ -564,9 +564,8 @@ def _parse(data: Any, default_name: str) -> tuple[str, dict, dict, dict, int]:
 
 
 def _cell_config(settings: dict, values: dict, attack_options: dict) -> RunConfig:
-    kwargs = dict(settings)
-    kwargs["extra"] = dict(settings.get("extra", {}))
-    kwargs.update(values)
+    kwargs = {**settings, **values}
+    kwargs["extra"] = dict(kwargs.get("extra") or {})   # a copy: attack options go in below
     for key, value in attack_options.get(kwargs.get("attack", RunConfig.attack), {}).items():
         if key in COMMON_ATTACK_OPTIONS:
             kwargs[key] = value
