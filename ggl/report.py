@@ -117,6 +117,7 @@ class Entry:
     run_dir: Path | None = None
     private_indices: list | None = None
     history: tuple[list, list] | None = None
+    likelihood: str | None = None     # the noise likelihood an adaptive attack matched with
     # filled by :func:`_describe`
     defense: str = "none"
     chain: list = field(default_factory=list)
@@ -180,6 +181,13 @@ def _values(metrics: dict | None, source: dict) -> dict:
     return values
 
 
+def _likelihood(run: dict | None) -> str | None:
+    """``gaussian(0.1)`` when the run's adaptive attack matched with a noise likelihood
+    (it then replaced the configured distance), else None."""
+    model = ((run or {}).get("info") or {}).get("defense_model") or {}
+    return model.get("likelihood")
+
+
 def _store_entries(root: Path) -> list[Entry]:
     from ggl.sweep import ResultStore
 
@@ -195,7 +203,7 @@ def _store_entries(root: Path) -> list[Entry]:
             traceback=record.get("traceback"), attempt=record.get("attempt") or 1,
             run_dir=run_dir if done else None,
             private_indices=(run or {}).get("private_indices"),
-            history=_history(run) if done else None))
+            history=_history(run) if done else None, likelihood=_likelihood(run)))
     return entries
 
 
@@ -216,7 +224,7 @@ def _run_entries(root: Path) -> list[Entry]:
             error=None if loss is not None else
             f"the gradient-matching loss is {run.get('loss')} (not finite)",
             run_dir=path.parent, private_indices=run.get("private_indices"),
-            history=_history(run)))
+            history=_history(run), likelihood=_likelihood(run)))
     return entries
 
 
@@ -307,6 +315,8 @@ def _describe(entries: Sequence[Entry]) -> None:
             if len(by_attack[entry.attack].get(key, ())) > 1:
                 value = flat.get(key)
                 shown = json.loads(value) if value is not None else None
+                if key == "distance" and entry.likelihood:
+                    shown = f"{entry.likelihood} likelihood"   # it replaced the distance
                 setting.append((key.removeprefix("extra."), shown))
         entry.setting = tuple(setting)
 

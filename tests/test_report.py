@@ -235,3 +235,19 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
         result = runner.invoke(cli, ["compare", "--out", str(tmp_path / "never"), *bad])
         assert result.exit_code == 2 and message in result.output, (bad, result.output)
         assert not (tmp_path / "never").exists()
+
+
+def test_an_adaptive_likelihood_is_shown_instead_of_the_distance_it_replaced():
+    from ggl.report import Entry, _describe
+
+    def entry(distance, adaptive, likelihood=None):
+        config = {"attack": "ig-adam", "defense": ["noise:0.1"], "adaptive": adaptive,
+                  "distance": distance, "index": [0], "seed": 0}
+        return Entry(cell_id=f"{distance}{adaptive}", status="done", config=config,
+                     values={}, likelihood=likelihood)
+
+    entries = [entry("l2", False), entry("l1", False), entry("l2", True, "gaussian(0.1)")]
+    _describe(entries)
+    assert [e.setting for e in entries] == [
+        (("distance", "l2"),), (("distance", "l1"),),
+        (("distance", "gaussian(0.1) likelihood"),)]
