@@ -57,6 +57,7 @@ class RunConfig:
         """Check names and numbers that can be checked without loading anything."""
         from ggl.attacks import ATTACKS
         from ggl.data import DATASETS
+        from ggl.dropout import check_rate
         from ggl.models import MODELS
 
         choose(ATTACKS, self.attack, "attack")
@@ -68,6 +69,7 @@ class RunConfig:
             raise GGLError(f"--model-mode must be 'eval' or 'train', got {self.model_mode!r}")
         if self.victim_steps < 0:
             raise GGLError(f"--victim-steps must be >= 0, got {self.victim_steps}")
+        check_rate(self.dropout)
         resolve_device(self.device)
         self.build_defenses()
         self.build_attack()          # validates the attack options

@@ -132,7 +132,6 @@ class MaskModel:
     def __init__(self, model: nn.Module, batch_shape: Sequence[int], device):
         self.rates = [layer.p for layer in dropout_layers(model)]
         self.shapes = activation_shapes(model, torch.zeros(*batch_shape, device=device))
-        self.size = sum(math.prod(shape) for shape in self.shapes)
         self.device = device
 
     def initial(self, generator: torch.Generator) -> list[torch.Tensor]:
@@ -153,12 +152,12 @@ class MaskModel:
                 mask.clamp_(0, 1)
 
     def flatten(self, masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Masks -> one vector of ``size`` entries."""
+        """Masks -> one vector (their entries, layer after layer)."""
         return torch.cat([m.reshape(-1) for m in masks]) if masks else \
             torch.zeros(0, device=self.device)
 
     def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
-        """One vector of ``size`` entries -> the masks (views, so gradients flow)."""
+        """The inverse of ``flatten``: one vector -> the masks (views, so gradients flow)."""
         sizes = [math.prod(shape) for shape in self.shapes]
         return [part.view(shape) for part, shape in zip(vector.split(sizes), self.shapes)]
 

@@ -2,8 +2,9 @@
 
 All constructors take the same keywords: ``channels``, ``resolution``, ``num_classes``,
 ``width`` (``None`` = the model's default) and ``dropout`` (a rate; 0 = no dropout layers
-active; where each model puts them is in its docstring). ``build_victim`` adds seeded initialization,
-train/eval mode, an optional weights file and a check that the model fits the data.
+active; where each model puts them is in its docstring). ``build_victim`` adds seeded
+initialization, train/eval mode, an optional weights file and a check that the model fits
+the data.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ggl.dropout import dropout_layers, set_dropout, recorded_masks
+from ggl.dropout import recorded_masks, set_dropout
 from ggl.errors import GGLError
 
 DEFENSE_SEED_OFFSET = 1_000_003
@@ -171,7 +171,7 @@ class Scenario:
         client_model = set_dropout(copy.deepcopy(self.model), True)  # train-mode BN may
         gradient: Sequence[torch.Tensor] = client_gradient(         # update its buffers
             client_model, self.images, self.labels)
-        masks = recorded_masks(client_model) if dropout_layers(client_model) else ()
+        masks = recorded_masks(client_model)            # () without dropout layers
         context = {"model": client_model, "images": self.images, "labels": self.labels,
                    # the attack seeds torch.Generator(seed): keep the defense's draws apart
                    "generator": torch.Generator().manual_seed(self.seed + DEFENSE_SEED_OFFSET)}

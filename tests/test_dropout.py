@@ -3,6 +3,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from ggl import RunConfig
 from ggl.cli import cli
 from ggl.dropout import MaskedDropout, dropout_layers, supplied_masks
 from ggl.errors import GGLError
@@ -88,6 +89,9 @@ def test_bad_dropout_rate_is_one_clear_error(rate):
     result = CliRunner().invoke(cli, ["run", "--model", "mlp", "--dropout", rate, "--quiet"])
     assert result.exit_code != 0
     assert "--dropout must be a rate in [0, 1)" in result.output
+    # caught by the config's own check, before any data or model is loaded (sweeps too)
+    with pytest.raises(GGLError, match=r"--dropout must be a rate in \[0, 1\)"):
+        RunConfig(model="mlp", dropout=float(rate)).validate()
 
 
 def test_dropout_layer_is_identity_in_eval_mode_and_at_rate_zero():

@@ -2,10 +2,10 @@
 
 A client training with dropout computes its gradient under random masks the server never
 sees; Inverting Gradients, which evaluates the victim with dropout off (as the original
-does), matches the wrong function and fails. ``dia`` optimizes the dummy image and one continuous mask per dropout
-layer jointly: the mask has the layer's activation shape ``(B, *activation)``, starts as a
-Bernoulli(1 - p) draw, is applied as ``x * m / (1 - p)`` and clipped to [0, 1] after every
-step; a regularizer ``sum_layers |(1 - mean(m)) - p|`` keeps each layer's drop rate near p.
+does), matches the wrong function and fails. ``dia`` optimizes the dummy image and one
+continuous mask per dropout layer jointly: the mask has the layer's activation shape
+``(B, *activation)``, starts as a Bernoulli(1 - p) draw, is applied as ``x * m / (1 - p)``
+and clipped to [0, 1] after every step; a regularizer ``sum_layers |(1 - mean(m)) - p|`` keeps each layer's drop rate near p.
 Only the image gradient is sign-flipped (IG's signed Adam); the masks take plain Adam steps.
 
 ``wiig`` is IG given the client's true masks. It is an **oracle upper bound, not an attack**:

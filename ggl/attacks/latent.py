@@ -150,7 +150,7 @@ class GGL(Attack):
         latent_size = batch * dim
 
         def split(vector: torch.Tensor):
-            """``(P, latent_size [+ masks.size])`` -> latents ``(P, latent_size)`` and the
+            """``(P, latent_size [+ mask entries])`` -> latents ``(P, latent_size)`` and the
             masks (of the first candidate: mask modelling runs Adam, one candidate)."""
             if masks is None:
                 return vector, None
