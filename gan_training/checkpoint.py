@@ -1,7 +1,7 @@
 """Training checkpoints: one self-contained safetensors file plus a readable JSON copy.
 
 ``checkpoint.safetensors`` holds every tensor of the training state (generator, critic, both
-Adam states, the random generator's state) and, in its string metadata, the JSON record
+Adam states, the random generator's state, the generator's moving average when kept) and, in its string metadata, the JSON record
 (training config, step, loss history). Written atomically, it is always consistent with
 itself even when a run is killed mid-write; ``checkpoint.json`` is the same record for people.
 ``generator.safetensors`` + ``generator.json`` are the usable prior (see
@@ -41,7 +41,7 @@ def _restore_optimizer(prefix: str, optimizer: torch.optim.Optimizer,
 
 def save_training_state(path: Path, record: dict, generator: torch.nn.Module,
                         critic: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                        rng: torch.Generator) -> None:
+                        rng: torch.Generator, averaged: torch.nn.Module | None = None) -> None:
     """Write ``path`` (.safetensors) and its ``.json`` twin atomically."""
     from safetensors.torch import save
 
@@ -49,6 +49,8 @@ def save_training_state(path: Path, record: dict, generator: torch.nn.Module,
     tensors.update({f"critic.{k}": v for k, v in critic.state_dict().items()})
     for name, optimizer in optimizers.items():
         tensors.update(_flatten_optimizer(f"optimizer_{name}", optimizer))
+    if averaged is not None:
+        tensors.update({f"averaged.{k}": v for k, v in averaged.state_dict().items()})
     tensors["rng"] = rng.get_state()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     payload = save(tensors, metadata={"format": FORMAT, "record": json.dumps(record)})
@@ -75,7 +77,7 @@ def read_training_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def restore_training_state(tensors: dict[str, torch.Tensor], generator: torch.nn.Module,
                            critic: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                           rng: torch.Generator) -> None:
+                           rng: torch.Generator, averaged: torch.nn.Module | None = None) -> None:
     """Load what :func:`save_training_state` wrote into freshly built objects."""
     def part(prefix):
         return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
@@ -83,6 +85,8 @@ def restore_training_state(tensors: dict[str, torch.Tensor], generator: torch.nn
     device = next(generator.parameters()).device
     generator.load_state_dict(part("generator"))
     critic.load_state_dict(part("critic"))
+    if averaged is not None:
+        averaged.load_state_dict(part("averaged"))
     for name, optimizer in optimizers.items():
         prefix = f"optimizer_{name}"
         _restore_optimizer(prefix, optimizer, {k: v.to(device) if not k.endswith(".step") else v

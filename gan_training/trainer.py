@@ -4,6 +4,11 @@ One generator step = ``n_critic`` critic steps (loss ``D(fake) - D(real) + lambd
 followed by one generator step (loss ``-D(G(z))``), Adam for both — the settings of GGL's
 prior (Gulrajani et al. 2017): lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.999), batch 64.
 
+With ``ema > 0`` an exponential moving average of the generator's weights and BatchNorm
+statistics (``torch.optim.swa_utils.AveragedModel``; Yazici et al. 2019) is kept beside the
+trained generator. It does not change training; it is the prior that is saved, sampled and
+scored. GGL trained without it, so it is off by default.
+
 Every random draw (real-batch indices, latents, interpolation weights) comes from one seeded
 CPU ``torch.Generator`` whose state is saved in each checkpoint, so ``resume`` continues the
 same sequence of batches a run that was never stopped would have seen.
@@ -51,6 +56,7 @@ class TrainPriorConfig:
     samples: int = 64
     seed: int = constants.DEFAULT_SEED
     device: str = "auto"
+    ema: float = 0.0
 
     def validate(self) -> "TrainPriorConfig":
         for name in ("steps", "batch_size", "n_critic", "checkpoint_every", "samples"):
@@ -58,6 +64,9 @@ class TrainPriorConfig:
                 raise GGLError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.gp_weight < 0:
             raise GGLError(f"--lr must be > 0 and --gp-weight >= 0 (got {self.lr}, {self.gp_weight})")
+        if not 0.0 <= self.ema < 1.0:
+            raise GGLError(f"--ema is the moving average's decay: 0 (off) or in (0, 1), "
+                           f"e.g. 0.999; got {self.ema}")
         if self.resolution is not None and self.resolution not in RESOLUTIONS:
             WGANConfig(resolution=self.resolution)  # raises the architecture's own message
         self.betas = tuple(self.betas)
@@ -67,7 +76,7 @@ class TrainPriorConfig:
         """What a checkpoint must agree on to be resumed with this config."""
         return {k: getattr(self, k) for k in ("dataset", "batch_size", "n_critic", "gp_weight",
                                               "lr", "latent_dim", "width", "conditional",
-                                              "resolution", "seed")}
+                                              "resolution", "seed", "ema")}
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -114,7 +123,9 @@ class _PublicBatches:
 
 
 def _check_resumable(saved: dict, config: TrainPriorConfig, path: Path) -> None:
-    mine, theirs = config.architecture_fields(), saved["config"]
+    # checkpoints written before a setting existed ran with its default
+    theirs = {**TrainPriorConfig().architecture_fields(), **saved["config"]}
+    mine = config.architecture_fields()
     differing = {k: (theirs.get(k), v) for k, v in mine.items()
                  if k != "resolution" and theirs.get(k) != v}
     if config.resolution is not None and theirs.get("resolution") != config.resolution:
@@ -170,6 +181,12 @@ class PriorTrainer:
         self.optimizers = {
             "generator": torch.optim.Adam(self.generator.parameters(), config.lr, betas=config.betas),
             "critic": torch.optim.Adam(self.critic.parameters(), config.lr, betas=config.betas)}
+        self.averaged = None
+        if config.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.averaged = AveragedModel(self.generator, use_buffers=True,
+                                          multi_avg_fn=get_ema_multi_avg_fn(config.ema))
         self.rng = torch.Generator().manual_seed(config.seed)
         self.fixed_latents = torch.randn(config.samples, config.latent_dim,
                                          generator=torch.Generator().manual_seed(config.seed + 1))
@@ -178,7 +195,8 @@ class PriorTrainer:
         self.step = 0
         self.train_seconds = 0.0
         if saved is not None:
-            restore_training_state(tensors, self.generator, self.critic, self.optimizers, self.rng)
+            restore_training_state(tensors, self.generator, self.critic, self.optimizers,
+                                   self.rng, self.averaged)
             self.step = saved["step"]
             self.history = TrainingHistory(**saved["history"])
             self.train_seconds = saved.get("train_seconds", 0.0)
@@ -214,6 +232,8 @@ class PriorTrainer:
         self.optimizers["generator"].zero_grad(set_to_none=True)
         generator_loss.backward()
         self.optimizers["generator"].step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.generator)
         self.step += 1
         losses = {"wasserstein": wasserstein.item(), "gradient_penalty": penalty.item(),
                   "critic_loss": critic_loss.item(), "generator_loss": generator_loss.item()}
@@ -222,12 +242,17 @@ class PriorTrainer:
         return losses
 
     # --- outputs ----------------------------------------------------------------------------
+    @property
+    def prior(self) -> WGANGenerator:
+        """The generator that is saved as the prior: the moving average when ``ema > 0``."""
+        return self.averaged.module if self.averaged is not None else self.generator
+
     @torch.no_grad()
     def samples(self) -> torch.Tensor:
         """The fixed-latent sample grid's images ``(samples, C, R, R)`` in [-1, 1], eval mode."""
-        self.generator.eval()
+        prior = self.prior.eval()
         labels = self.fixed_labels.to(self.device) if self.architecture.conditional else None
-        return self.generator(self.fixed_latents.to(self.device), labels).cpu()
+        return prior(self.fixed_latents.to(self.device), labels).cpu()
 
     def record(self) -> dict:
         """The JSON record of the current state (also embedded in the safetensors files)."""
@@ -259,9 +284,9 @@ class PriorTrainer:
             record["quality"] = quality
         self.out.mkdir(parents=True, exist_ok=True)
         save_training_state(self.checkpoint_path, record, self.generator, self.critic,
-                            self.optimizers, self.rng)
+                            self.optimizers, self.rng, self.averaged)
         prior_record = {k: v for k, v in record.items() if k != "history"}
-        save_generator(self.out, self.generator, prior_record)
+        save_generator(self.out, self.prior, prior_record)
         samples, mean, std = self.samples(), self.data.mean, self.data.std
         save_sample_grid(samples, self.out / "samples" / f"step_{self.step:07d}.png", mean, std)
         save_sample_grid(samples, self.out / "samples.png", mean, std)
@@ -299,15 +324,21 @@ class PriorTrainer:
 def train_prior(config: TrainPriorConfig, resume: bool = False, score: bool = True,
                 progress=None, should_stop=lambda: False) -> dict:
     """Train a prior, score it (when the dataset allows) and return the final record."""
-    from gan_training.quality import score_prior
+    from gan_training.quality import score_prior, train_scoring_classifier, unavailable_reason
 
     trainer = PriorTrainer(config, resume=resume)
     finished = trainer.train(progress, should_stop)
     record = trainer.record()
     if finished and score:
-        record = trainer.save_checkpoint(quality=score_prior(trainer.generator, trainer.data,
-                                                             seed=config.seed,
-                                                             device=trainer.device))
+        quality = score_prior(trainer.prior, trainer.data, seed=config.seed, device=trainer.device)
+        if trainer.averaged is not None and unavailable_reason(trainer.data) is None:
+            # the trained generator too, by the same scorer, so the average's effect is on record
+            classifier, facts = train_scoring_classifier(trainer.data, seed=config.seed,
+                                                         device=trainer.device)
+            quality["without_ema"] = {**score_prior(trainer.generator, trainer.data,
+                                                    seed=config.seed, device=trainer.device,
+                                                    classifier=classifier), **facts}
+        record = trainer.save_checkpoint(quality=quality)
     record["finished"] = finished
     return record
 

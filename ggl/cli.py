@@ -190,6 +190,9 @@ def run(extra, quiet, **options):
               help="Gradient-penalty weight lambda.")
 @click.option("--lr", type=float, default=1e-4, show_default=True,
               help="Adam learning rate (betas 0.5, 0.999).")
+@click.option("--ema", type=float, default=0.0, show_default=True,
+              help="Decay of a moving average of the generator's weights, e.g. 0.999; the "
+                   "average is the saved prior (0 = off, GGL's training).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True,
               help="Write a checkpoint, sample grid and loss plot every K steps.")
 @click.option("--data-root", default=None, help="Folder holding the dataset files.")
@@ -251,6 +254,10 @@ def train_prior_command(resume, no_score, quiet, **options):
                    f"{quality['min_class_share']:.1%}, coverage {quality['coverage']:.3f} "
                    f"[scorer: classifier trained on the public split, private accuracy "
                    f"{quality['scorer_private_accuracy']:.1%}]")
+        if "without_ema" in quality:
+            click.echo(f"without the moving average (the trained generator itself): confidence "
+                       f"{quality['without_ema']['confidence']:.3f}, smallest class share "
+                       f"{quality['without_ema']['min_class_share']:.1%}")
         if "conditional_accuracy" in quality:
             click.echo(f"conditional prior: {quality['conditional_accuracy']:.1%} of samples are "
                        f"classified as the class they were drawn for")

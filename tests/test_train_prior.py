@@ -141,6 +141,45 @@ def test_resume_after_an_interruption_loses_nothing(tmp_path):
     assert saved["history"] == straight_saved["history"]
 
 
+def test_moving_average_is_the_saved_prior_and_follows_its_formula(tmp_path):
+    decay = 0.9
+    trainer = PriorTrainer(tiny_config(tmp_path, steps=3, ema=decay))
+    trainer.train()
+    averaged = trainer.averaged.module.state_dict()
+    assert not torch.equal(averaged["project.0.weight"], trainer.generator.project[0].weight)
+    saved = load_file(str(tmp_path / "generator.safetensors"))
+    for key, value in averaged.items():
+        assert torch.equal(saved[key], value.cpu()), key
+
+    # after the first step the average is a copy; each later step: avg = d * avg + (1 - d) * w
+    replay = PriorTrainer(tiny_config(tmp_path / "replay", steps=3, ema=decay))
+    weights = []
+    for _ in range(3):
+        replay.train_step()
+        weights.append(replay.generator.project[0].weight.detach().clone())
+    expected = weights[0]
+    for w in weights[1:]:
+        expected = decay * expected + (1 - decay) * w
+    torch.testing.assert_close(replay.averaged.module.project[0].weight, expected)
+    # the trained generator is unchanged by keeping an average (same seed, same steps)
+    plain = PriorTrainer(tiny_config(tmp_path / "plain", steps=3))
+    for _ in range(3):
+        plain.train_step()
+    torch.testing.assert_close(plain.generator.project[0].weight, weights[-1], rtol=0, atol=0)
+
+
+def test_resume_restores_the_moving_average(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    PriorTrainer(tiny_config(straight, steps=4, checkpoint_every=2, ema=0.5)).train()
+    PriorTrainer(tiny_config(stopped, steps=2, checkpoint_every=2, ema=0.5)).train()
+    resumed = PriorTrainer(tiny_config(stopped, steps=4, checkpoint_every=2, ema=0.5), resume=True)
+    assert resumed.train()
+    _assert_same_weights(_final_weights(straight), _final_weights(stopped))
+    assert any(k.startswith("averaged.") for k in _final_weights(stopped))
+    with pytest.raises(GGLError, match="ema: checkpoint 0.5 vs now 0.0"):
+        PriorTrainer(tiny_config(stopped, steps=6), resume=True)
+
+
 def test_a_stop_request_checkpoints_the_current_step(tmp_path):
     trainer = PriorTrainer(tiny_config(tmp_path, steps=50, checkpoint_every=100))
     assert not trainer.train(should_stop=lambda: trainer.step == 3)
@@ -268,3 +307,5 @@ def test_bad_training_numbers(tmp_path):
     _user_error(_cli("--n-critic", 0, "--out", tmp_path), "--n-critic must be >= 1")
     with pytest.raises(GGLError, match="--lr must be > 0"):
         train_prior(tiny_config(tmp_path, lr=0.0))
+    _user_error(_cli("--ema", 1.0, "--out", tmp_path), "--ema is the moving average's decay",
+                "e.g. 0.999")
