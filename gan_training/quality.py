@@ -18,6 +18,7 @@ the class the sample was drawn for.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +143,62 @@ def score_prior(generator, data, samples: int = 2000, seed: int = 0, device="cpu
         result["conditional_accuracy"] = (probabilities.argmax(1) == wanted).float().mean().item()
     return result
 
+
+
+def score_saved_prior(path, dataset: str = "mnist", samples: int = 2000, seed: int = 0,
+                      device="cpu", data_root=None) -> dict:
+    """Load a ``ggl train-prior`` generator (``None``: the shipped prior of ``dataset``) and
+    score it with :func:`score_prior` on ``dataset``'s public split.
+
+    The result also names the generator (``"generator"``) and the step it was saved at.
+    Raises GGLError when the generator cannot draw images of the dataset's shape.
+    """
+    from ggl.data import load_dataset
+    from ggl.errors import GGLError
+    from generators import default_prior
+    from generators.wgan_gp import checkpoint_paths, load_generator, read_json
+
+    if samples < 1:
+        raise GGLError(f"--samples must be at least 1, got {samples}")
+    path = default_prior(dataset) if path is None else Path(path)
+    stem = path / "generator" if path.is_dir() else path
+    if not path.exists() and not checkpoint_paths(stem)[1].exists():
+        raise GGLError(f"{path} does not exist: give a `ggl train-prior --out` folder "
+                       f"(generator.safetensors + generator.json), or no path for the shipped "
+                       f"prior of the dataset")
+    record = read_json(checkpoint_paths(stem)[1], "wgan-gp generator config")
+    generator = load_generator(stem, device=device)
+    config = generator.config
+    data = load_dataset(dataset, root=data_root, resolution=config.resolution)
+    if config.channels != data.channels:
+        raise GGLError(f"the generator draws {config.channels}-channel images but {dataset} "
+                       f"has {data.channels} channels: score it on the dataset it was trained on")
+    if config.conditional and config.num_classes != data.num_classes:
+        raise GGLError(f"the generator is conditional on {config.num_classes} classes but "
+                       f"{dataset} has {data.num_classes}: score it on the dataset it was "
+                       f"trained on")
+    quality = score_prior(generator, data, samples=samples, seed=seed, device=device)
+    return {"generator": str(path), "trained_on": record.get("dataset"),
+            "step": record.get("step"), **quality}
+
+
+def quality_lines(quality: dict) -> list[str]:
+    """The human-readable summary of a :func:`score_prior` result, one string per line."""
+    if not quality.get("available"):
+        return [f"prior quality unavailable: {quality['reason']}"]
+    lines = [f"prior quality: confidence {quality['confidence']:.3f} (real private images: "
+             f"{quality['real_confidence']:.3f}), smallest class share "
+             f"{quality['min_class_share']:.1%}, coverage {quality['coverage']:.3f} [scorer: "
+             f"classifier trained on the public split, private accuracy "
+             f"{quality['scorer_private_accuracy']:.1%}]"]
+    if "without_ema" in quality:
+        lines.append(f"without the moving average (the trained generator itself): confidence "
+                     f"{quality['without_ema']['confidence']:.3f}, smallest class share "
+                     f"{quality['without_ema']['min_class_share']:.1%}")
+    if "conditional_accuracy" in quality:
+        lines.append(f"conditional prior: {quality['conditional_accuracy']:.1%} of samples are "
+                     f"classified as the class they were drawn for")
+    return lines
 
 def wasserstein_estimate(generator, data, critic_steps: int = 200, batch_size: int = 64,
                          gp_weight: float = 10.0, critic_width: int = 32, lr: float = 1e-3,

@@ -247,22 +247,45 @@ def train_prior_command(resume, no_score, quiet, **options):
         click.echo(f"stopped early; continue with the same options plus --resume, e.g. "
                    f"ggl train-prior --resume --out {config.out} --steps {config.steps}")
         raise SystemExit(130)
-    quality = record.get("quality")
-    if quality and quality.get("available"):
-        click.echo(f"prior quality: confidence {quality['confidence']:.3f} (real private "
-                   f"images: {quality['real_confidence']:.3f}), smallest class share "
-                   f"{quality['min_class_share']:.1%}, coverage {quality['coverage']:.3f} "
-                   f"[scorer: classifier trained on the public split, private accuracy "
-                   f"{quality['scorer_private_accuracy']:.1%}]")
-        if "without_ema" in quality:
-            click.echo(f"without the moving average (the trained generator itself): confidence "
-                       f"{quality['without_ema']['confidence']:.3f}, smallest class share "
-                       f"{quality['without_ema']['min_class_share']:.1%}")
-        if "conditional_accuracy" in quality:
-            click.echo(f"conditional prior: {quality['conditional_accuracy']:.1%} of samples are "
-                       f"classified as the class they were drawn for")
-    elif quality:
-        click.echo(f"prior quality unavailable: {quality['reason']}")
+    if record.get("quality"):
+        from gan_training.quality import quality_lines
+
+        for line in quality_lines(record["quality"]):
+            click.echo(line)
+
+
+@cli.command("score-prior")
+@click.argument("generator", required=False, metavar="[DIR]")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="Dataset whose public split trains the scoring classifier.")
+@click.option("--samples", type=int, default=2000, show_default=True,
+              help="Samples drawn from the prior.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the classifier's training and of the latents.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def score_prior_command(generator, dataset, samples, seed, device, data_root, as_json):
+    """Score a `ggl train-prior` output DIR (default: the shipped prior of --dataset).
+
+    The same offline score `ggl train-prior` writes at the end: mean top-class confidence of
+    the prior's samples under a classifier trained on the public split, the share of samples
+    per class and its evenness (coverage).
+    """
+    import json
+
+    from ggl.config import resolve_device
+    from gan_training.quality import quality_lines, score_saved_prior
+
+    result = score_saved_prior(generator, dataset=dataset, samples=samples, seed=seed,
+                               device=resolve_device(device), data_root=data_root)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(f"{result['generator']} (trained on {result['trained_on']}, step "
+               f"{result['step']}), {samples} samples, scored on {dataset}:")
+    for line in quality_lines(result):
+        click.echo(line)
 
 
 @cli.command()
