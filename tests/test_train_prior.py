@@ -216,19 +216,25 @@ def test_shipped_mnist_prior_draws_every_digit_recognisably():
     """The prior `ggl run` uses by default (experiments/README.md has its training command),
     scored the way a user would: `ggl score-prior` (no path = the shipped prior).
 
-    The issue asks for confidence >= 0.9; the shipped prior measures 0.886 (real private
-    digits: 0.968), so this guards what it reaches until a longer-trained prior replaces it.
+    The issue's bar: confidence >= 0.9 and every class >= 5% of samples. The shipped prior
+    measures 0.901 / 0.916 / 0.905 with scoring seeds 0 / 1 / 2 (real private digits: 0.968),
+    so the bar is asserted on the mean over the three scorers, which is steadier than one
+    classifier's training run.
     """
     from generators import default_prior
 
     generator = load_generator(default_prior("mnist"))
     assert generator.config == WGANConfig(channels=1, resolution=32, latent_dim=128, width=64)
-    result = _score_cli("--json")
-    assert result.exit_code == 0, result.output
-    quality = json.loads(result.output)
-    assert quality["trained_on"] == "mnist" and quality["samples"] == 2000
-    assert quality["min_class_share"] >= 0.05, quality["class_shares"]
-    assert quality["confidence"] >= 0.87 and quality["coverage"] > 0.98, quality
+    confidences = []
+    for seed in (0, 1, 2):
+        result = _score_cli("--json", "--seed", seed)
+        assert result.exit_code == 0, result.output
+        quality = json.loads(result.output)
+        assert quality["trained_on"] == "mnist" and quality["samples"] == 2000
+        assert quality["min_class_share"] >= 0.05, quality["class_shares"]
+        assert quality["coverage"] > 0.98, quality
+        confidences.append(quality["confidence"])
+    assert sum(confidences) / 3 >= 0.9, confidences
 
 
 def _score_cli(*args):
