@@ -144,7 +144,6 @@ def score_prior(generator, data, samples: int = 2000, seed: int = 0, device="cpu
     return result
 
 
-
 def score_saved_prior(path, dataset: str = "mnist", samples: int = 2000, seed: int = 0,
                       device="cpu", data_root=None) -> dict:
     """Load a ``ggl train-prior`` generator (``None``: the shipped prior of ``dataset``) and
@@ -161,13 +160,9 @@ def score_saved_prior(path, dataset: str = "mnist", samples: int = 2000, seed: i
     if samples < 1:
         raise GGLError(f"--samples must be at least 1, got {samples}")
     path = default_prior(dataset) if path is None else Path(path)
-    stem = path / "generator" if path.is_dir() else path
-    if not path.exists() and not checkpoint_paths(stem)[1].exists():
-        raise GGLError(f"{path} does not exist: give a `ggl train-prior --out` folder "
-                       f"(generator.safetensors + generator.json), or no path for the shipped "
-                       f"prior of the dataset")
-    record = read_json(checkpoint_paths(stem)[1], "wgan-gp generator config")
-    generator = load_generator(stem, device=device)
+    generator = load_generator(path, device=device)
+    record = read_json(checkpoint_paths(path / "generator" if path.is_dir() else path)[1],
+                       "wgan-gp generator config")
     config = generator.config
     data = load_dataset(dataset, root=data_root, resolution=config.resolution)
     if config.channels != data.channels:
@@ -199,6 +194,7 @@ def quality_lines(quality: dict) -> list[str]:
         lines.append(f"conditional prior: {quality['conditional_accuracy']:.1%} of samples are "
                      f"classified as the class they were drawn for")
     return lines
+
 
 def wasserstein_estimate(generator, data, critic_steps: int = 200, batch_size: int = 64,
                          gp_weight: float = 10.0, critic_width: int = 32, lr: float = 1e-3,

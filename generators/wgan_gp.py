@@ -169,10 +169,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> WGAN
         path: ``DIR`` holding ``generator.safetensors`` + ``generator.json``, or either file,
             or their common stem.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "generator"
-    weights_path, config_path = checkpoint_paths(path)
+    given = Path(path)
+    weights_path, config_path = checkpoint_paths(given / "generator" if given.is_dir() else given)
+    if not given.exists() and not config_path.exists():
+        raise GGLError(f"{given} does not exist: give a `ggl train-prior --out` folder "
+                       f"(generator.safetensors + generator.json) or one of its two files")
     record = read_json(config_path, "wgan-gp generator config")
     config = WGANConfig.from_dict(record.get("generator", record))
     generator = WGANGenerator(config)

@@ -86,7 +86,7 @@ def test_generator_spec_errors(tmp_path):
         build_prior("stylegan:x", "mnist")
     with pytest.raises(GGLError, match="ships a prior for mnist only"):
         build_prior("default", "cifar10")
-    with pytest.raises(GGLError, match="does not exist"):
+    with pytest.raises(GGLError, match="does not exist: give a `ggl train-prior --out` folder"):
         wgan_gp_prior(tmp_path / "nothing")
     with pytest.raises(GGLError, match="config.json and pytorch_model.bin"):
         build_prior(f"biggan-deep-256:{tmp_path}", "mnist")
