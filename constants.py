@@ -11,6 +11,9 @@ DATA_ROOT = Path(os.environ.get("GGL_DATA_ROOT", Path.home() / ".cache" / "ggl" 
 #: Folder for pretrained weights the user provides (LPIPS backbones, BigGAN folders, ...).
 WEIGHTS_DIR = Path(os.environ.get("GGL_WEIGHTS_DIR", Path.home() / ".cache" / "ggl" / "weights"))
 
+#: Where ggl keeps what it computes once and reuses: judges trained on first use, ...
+CACHE_DIR = Path(os.environ.get("GGL_CACHE_DIR", Path.home() / ".cache" / "ggl"))
+
 #: Default output folder of ``ggl run`` when ``--out`` is not given.
 OUTPUT_DIR = Path(os.environ.get("GGL_OUTPUT_DIR", "results"))
 

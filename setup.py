@@ -17,7 +17,8 @@ setup(
                                     "gan_training", "gan_training.*"]),
     py_modules=["constants"],
     package_data={"generators": ["weights/*/*.safetensors", "weights/*/*.json",
-                                 "weights/*/*.png"]},
+                                 "weights/*/*.png"],
+                  "ggl": ["weights/*/*.safetensors", "weights/*/*.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -24,75 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: quality is only computed for label sets a small classifier can learn
-MAX_CLASSES = 100
-MIN_PUBLIC_PER_CLASS = 20
-
-
-class ScoringClassifier(nn.Module):
-    """Two conv blocks and two linear layers: ``(N, C, R, R)`` -> logits ``(N, num_classes)``."""
-
-    def __init__(self, channels: int, resolution: int, num_classes: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * (resolution // 4) ** 2, 128), nn.ReLU(),
-            nn.Linear(128, num_classes))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
-
-def _stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    images = getattr(dataset, "images", None)
-    if images is not None:
-        return images[:limit], torch.as_tensor(dataset.labels)[:limit]
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    items = [dataset[i] for i in range(count)]
-    return (torch.stack([img for img, _ in items]),
-            torch.tensor([int(lbl) for _, lbl in items]))
-
-
-def train_scoring_classifier(data, seed: int = 0, epochs: int = 8, device="cpu",
-                             max_images: int = 50_000) -> tuple[ScoringClassifier, dict]:
-    """Train the scorer on (at most ``max_images`` of) the public split.
-
-    Returns ``(classifier in eval mode, {"scorer_private_accuracy", "real_confidence"})``,
-    both measured on up to 2000 private (held-out, real) images.
-    """
-    images, labels = _stack(data.public, max_images)
-    images, labels = images.to(device), labels.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    classifier = ScoringClassifier(data.channels, data.resolution, data.num_classes).to(device)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
-    classifier.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(labels), generator=generator).split(128):
-            batch = batch.to(device)
-            loss = F.cross_entropy(classifier(images[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    classifier.eval()
-    private_images, private_labels = _stack(data.private, 2000)
-    with torch.no_grad():
-        probabilities = F.softmax(classifier(private_images.to(device)), dim=1).cpu()
-    return classifier, {
-        "scorer_private_accuracy": (probabilities.argmax(1) == private_labels).float().mean().item(),
-        "real_confidence": probabilities.max(1).values.mean().item()}
-
-
-def unavailable_reason(data) -> str | None:
-    """Why quality cannot be scored on this dataset, or None when it can."""
-    if data.num_classes > MAX_CLASSES:
-        return (f"{data.name} has {data.num_classes} classes (e.g. identities); the offline "
-                f"quality score needs <= {MAX_CLASSES} classes")
-    if len(data.public) < MIN_PUBLIC_PER_CLASS * data.num_classes:
-        return (f"the public split has {len(data.public)} images, fewer than "
-                f"{MIN_PUBLIC_PER_CLASS} per class: too few to train the scoring classifier")
-    return None
+from ggl.judge import (ScoringClassifier, stack_split as _stack,  # noqa: F401 (re-exported)
+                       train_scoring_classifier, unavailable_reason)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -18,10 +18,14 @@ import torch
 
 import constants
 from ggl.attacks.base import Progress, Reconstruction
+from ggl.ceiling import ceiling_scores
 from ggl.config import RunConfig, resolve_device
+from ggl.controls import CONTROLS
 from ggl.data import ImageData, load_dataset
 from ggl.defenses.base import Defense
-from ggl.metrics import LPIPS, score
+from ggl.errors import GGLError
+from ggl.judge import build_gallery, load_judge
+from ggl.metrics import LPIPS, Scores, score
 from ggl.models import build_victim, load_weights, train_victim
 from ggl.results import atomic_write_json, downsample, library_versions, save_images
 from ggl.scenario import Observation, Scenario, Secret, choose_indices
@@ -69,6 +73,37 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
     return scenario, data, device
 
 
+def honest_score(observation: Observation, reconstruction: Reconstruction, secret: Secret,
+                 data: ImageData, device: torch.device, lpips_metric: LPIPS | None = None
+                 ) -> Scores:
+    """Every metric of a reconstruction: PSNR/SSIM/LPIPS/labels, the judge's accuracy,
+    identifiability and, for latent attacks, the prior's ceiling and the search gap."""
+    judge, note = load_judge(data, device)
+    judge_facts = {"available": False, "reason": note} if judge is None else \
+        {"available": True, **judge.facts}
+    gallery = build_gallery(data, judge, secret.indices, secret.images)
+    scores = score(observation.model, reconstruction.images, reconstruction.labels,
+                   secret.images, secret.labels, data.mean, data.std, lpips_metric,
+                   judge=judge, judge_facts=judge_facts, gallery=gallery)
+    search = reconstruction.latent_search
+    if search is None:
+        scores.ceiling_note = ("not applicable: a pixel-space attack searches no prior "
+                               "(the ceiling and the search gap are for latent attacks)")
+        return scores
+    keys = ([(data.name, data.resolution, "private", i) for i in secret.indices]
+            if len(secret.indices) == len(secret.images) else
+            [("image", hash(image.cpu().numpy().tobytes())) for image in secret.images])
+    ceiling = ceiling_scores(search, secret.images, scores.matching, keys)
+    scores.ceiling_psnr, scores.search_gap = ceiling["ceiling_psnr"], ceiling["search_gap"]
+    scores.search = {k: ceiling[k] for k in ("objective_found", "objective_ceiling")}
+    scores.per_image.update(ceiling["per_image"])
+    scores.ceiling_note = ("the true image projected into the prior (pixel MSE, Adam from "
+                           "several starts); search_gap = objective(found latent) - "
+                           "objective(projected latent): > 0 the search stopped short, "
+                           "< 0 the objective prefers another image")
+    return scores
+
+
 def default_out(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return constants.OUTPUT_DIR / f"{config.attack}_{config.model}_{config.dataset}_{stamp}"
@@ -89,15 +124,19 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
     scenario, data, device = prepare(config)
     observation, secret = scenario.observe()
     del scenario                    # from here on only the Observation and the metrics remain
+    control = {"kind": "none"}
+    if CONTROLS[config.control] is not None:      # the attack gets the control's update
+        observation, control = CONTROLS[config.control](observation, config.seed)
     if getattr(attack, "uses_secret_masks", False):     # an oracle baseline (wiig), labelled
         attack.secret_masks = secret.dropout_masks      # as such in its run.json
     reconstruction = attack.reconstruct(observation, progress)
+    scoring_started = time.perf_counter()
     if lpips_metric is not None:
         lpips_metric.net.to(device)
-    scores = score(observation.model, reconstruction.images, reconstruction.labels,
-                   secret.images, secret.labels, data.mean, data.std, lpips_metric)
+    scores = honest_score(observation, reconstruction, secret, data, device, lpips_metric)
     record = {
         "config": config.to_dict(),
+        "control": control,
         "attack_options": asdict(attack.options),
         "private_indices": list(secret.indices),
         "true_labels": secret.labels.tolist(),
@@ -107,6 +146,7 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
         "evaluations": reconstruction.evaluations,
         "iterations": reconstruction.iterations,
         "attack_wall_time_s": reconstruction.wall_time,
+        "scoring_wall_time_s": time.perf_counter() - scoring_started,
         "total_wall_time_s": time.perf_counter() - started,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "info": reconstruction.info,
@@ -123,3 +163,91 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
         record["files"].append("run.json")
         atomic_write_json(out / "run.json", record)
     return RunResult(record, reconstruction, observation, secret, out)
+
+
+#: the metrics a control is compared on: "leak over control" = attack - control
+LEAK_METRICS = ("psnr", "ssim", "judge_accuracy", "identifiability")
+
+
+def leak_over_control(metrics: dict, control_metrics: dict) -> dict:
+    """``metric -> attack - control`` for ``LEAK_METRICS`` (None where either is None)."""
+    return {key: None if metrics.get(key) is None or control_metrics.get(key) is None
+            else metrics[key] - control_metrics[key] for key in LEAK_METRICS}
+
+
+def run_with_control(config: RunConfig, control: str = "random-gradient",
+                     progress: Progress | None = None, control_progress: Progress | None = None,
+                     write: bool = True) -> tuple[RunResult, RunResult]:
+    """The attack on the real update, then the same run under ``control``.
+
+    With ``write``, the control goes to ``<out>/control/`` and the attack's ``run.json``
+    gains ``control_comparison``: the control's metrics and the leak over control.
+
+    Returns:
+        ``(attack result, control result)``.
+    """
+    if config.control != "none":
+        raise GGLError("run_with_control runs the real update first: give a config with "
+                       f"control 'none', not {config.control!r}")
+    out = Path(config.out) if config.out else default_out(config)
+    main = run(replace(config, out=str(out)), progress, write=write)
+    checked = replace(config, control=control, out=str(out / "control"))
+    controlled = run(checked.validate(), control_progress, write=write)
+    comparison = {"control": control, "run": "control/run.json",
+                  "metrics": {key: controlled.record["metrics"].get(key)
+                              for key in LEAK_METRICS + ("label_accuracy",)},
+                  "leak_over_control": leak_over_control(main.record["metrics"],
+                                                         controlled.record["metrics"])}
+    main.record["control_comparison"] = comparison
+    if write:
+        atomic_write_json(out / "run.json", main.record)
+    return main, controlled
+
+
+def summary_lines(record: dict) -> list[str]:
+    """What ``ggl run`` prints of a record: the attack's line, then (when it has one) its
+    control's and the leak over control."""
+    metrics = record["metrics"]
+    config = record["config"]
+    lpips = "n/a" if metrics["lpips"] is None else f"{metrics['lpips']:.3f}"
+    found = _found_text(record)
+    line = (f"{config['attack']} on {config['model']}/{config['dataset']} private "
+            f"{record['private_indices']}: PSNR {metrics['psnr']:.2f} dB, SSIM "
+            f"{metrics['ssim']:.3f}, LPIPS {lpips}; {found}; labels "
+            f"{metrics['label_accuracy']:.0%}")
+    if metrics.get("ceiling_psnr") is not None:
+        gap = metrics["search_gap"]
+        verdict = ("the search stopped short of a latent its objective prefers" if gap > 0
+                   else "the objective prefers another image")
+        line += (f"; prior ceiling {metrics['ceiling_psnr']:.1f} dB, search gap {gap:+.3g} "
+                 f"({verdict})")
+    line += f"; {record['evaluations']} evaluations, {record['attack_wall_time_s']:.1f} s"
+    lines = [line]
+    comparison = record.get("control_comparison")
+    if comparison:
+        control, leak = comparison["metrics"], comparison["leak_over_control"]
+        judge = ("judge n/a" if control["judge_accuracy"] is None
+                 else f"judge {control['judge_accuracy']:.0%}")
+        leak_judge = "" if leak["judge_accuracy"] is None else \
+            f", judge {leak['judge_accuracy'] * 100:+.0f} points"
+        lines.append(f"{comparison['control']} control (the same attack given noise instead "
+                     f"of the update): PSNR {control['psnr']:.2f} dB, {judge}, identifiable "
+                     f"{control['identifiability']:.0%} -> leak over control: PSNR "
+                     f"{leak['psnr']:+.2f} dB{leak_judge}, identifiability "
+                     f"{leak['identifiability'] * 100:+.0f} points")
+    return lines
+
+
+def _found_text(record: dict) -> str:
+    """``judge: 7, true 4 (not found)`` for one image, ``judge 60%`` for a batch."""
+    metrics = record["metrics"]
+    identifiable = f"identifiable {metrics['identifiability']:.0%} " \
+                   f"({metrics['identifiability_space']} space)"
+    if metrics["judge_accuracy"] is None:
+        return f"judge n/a ({metrics['judge'].get('reason')}); {identifiable}"
+    judged = metrics["per_image"]["judge_class"]
+    if len(judged) == 1:
+        verdict = "found" if metrics["judge_accuracy"] == 1 else "NOT found"
+        return (f"judge sees a {judged[0]} (true {record['true_labels'][0]}): {verdict}; "
+                f"{identifiable}")
+    return f"judge {metrics['judge_accuracy']:.0%}; {identifiable}"

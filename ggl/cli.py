@@ -128,16 +128,23 @@ LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_st
               help="Attack-specific option, e.g. --set signed=false --set max_iter=20.")
 @click.option("--lpips-weights", default=None,
               help="torchvision AlexNet state dict for LPIPS; without it LPIPS is unavailable.")
+@click.option("--control", default="random-gradient", show_default=True,
+              help="After the attack, run the same attack with this control in place of the "
+                   "shared update (random-gradient: noise at each layer's norm, the same "
+                   "labels and defense) into OUT/control/ and report the leak over it; "
+                   "none: the attack only.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(extra, quiet, **options):
+def run(extra, quiet, control, **options):
     """Attack one client's shared gradient and score the reconstruction.
 
     With no options: GGL with CMA-ES in the shipped MNIST prior against a LeNet client.
     """
     from tqdm import tqdm
 
-    from ggl.api import run as run_attack
+    from ggl.api import run as run_attack, run_with_control, summary_lines
     from ggl.config import RunConfig
+    from ggl.controls import CONTROLS
+    from ggl.errors import choose
 
     options["index"] = tuple(options["index"])
     options["defense"] = tuple(options["defense"])
@@ -146,28 +153,36 @@ def run(extra, quiet, **options):
         value = options.pop(name)
         if value is not None:
             extra[name] = value
+    choose(CONTROLS, control, "control")
     config = RunConfig(extra=extra, **options).validate()
-    state: dict = {"bar": None}
+    bars: list = []
 
-    def progress(iteration: int, total: int, loss: float) -> None:
-        if state["bar"] is None:  # created on the first step, after data and model are ready
-            state["bar"] = tqdm(total=total, desc=config.attack, unit="it", disable=quiet,
-                                dynamic_ncols=True)
-        state["bar"].update(iteration - state["bar"].n)
-        state["bar"].set_postfix(loss=f"{loss:.4g}", refresh=False)
+    def progress_bar(desc: str):
+        state: dict = {"bar": None}
+
+        def progress(iteration: int, total: int, loss: float) -> None:
+            if state["bar"] is None:  # created on the first step, once data and model are ready
+                state["bar"] = tqdm(total=total, desc=desc, unit="it", disable=quiet,
+                                    dynamic_ncols=True)
+                bars.append(state["bar"])
+            state["bar"].update(iteration - state["bar"].n)
+            state["bar"].set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if iteration >= total:
+                state["bar"].close()
+        return progress
 
     try:
-        result = run_attack(config, progress)
+        if control == "none":
+            result = run_attack(config, progress_bar(config.attack))
+        else:
+            result, _ = run_with_control(config, control, progress_bar(config.attack),
+                                         progress_bar(f"{config.attack} ({control} control)"))
     finally:
-        if state["bar"] is not None:
-            state["bar"].close()
-    record, metrics = result.record, result.record["metrics"]
-    lpips = "n/a" if metrics["lpips"] is None else f"{metrics['lpips']:.3f}"
-    click.echo(f"{config.attack} on {config.model}/{config.dataset} private "
-               f"{record['private_indices']}: PSNR {metrics['psnr']:.2f} dB, "
-               f"SSIM {metrics['ssim']:.3f}, LPIPS {lpips}, labels "
-               f"{metrics['label_accuracy']:.0%}, {record['evaluations']} evaluations, "
-               f"{record['attack_wall_time_s']:.1f} s -> {result.out / 'run.json'}")
+        for bar in bars:
+            bar.close()
+    for line in summary_lines(result.record):
+        click.echo(line)
+    click.echo(f"-> {result.out / 'run.json'}")
 
 
 @cli.command("train-prior")

@@ -20,6 +20,8 @@ class RunConfig:
     ``model``/``model_mode``/``weights``/``victim_steps`` the global model, and
     ``known_labels`` whether the server knows the labels. ``attack`` and the attack options
     configure the adversary; ``extra`` passes attack-specific options (e.g. ``signed``).
+    ``control`` (``ggl.controls.CONTROLS``) replaces the shared update by a control's
+    (``random-gradient``: noise), to measure what the attack reports without a leak.
     """
 
     attack: str = "ggl"
@@ -50,12 +52,14 @@ class RunConfig:
     d_param: float | None = None
     adaptive: bool = False
     defense_known: bool = True
+    control: str = "none"
     lpips_weights: str | None = None
     out: str | None = None
 
     def validate(self) -> "RunConfig":
         """Check names and numbers that can be checked without loading anything."""
         from ggl.attacks import ATTACKS
+        from ggl.controls import CONTROLS
         from ggl.data import DATASETS
         from ggl.dropout import check_rate
         from ggl.models import MODELS
@@ -63,6 +67,7 @@ class RunConfig:
         choose(ATTACKS, self.attack, "attack")
         choose(MODELS, self.model, "model")
         choose(DATASETS, self.dataset, "dataset")
+        choose(CONTROLS, self.control, "control")
         if self.batch_size <= 0:
             raise GGLError(f"--batch-size must be positive, got {self.batch_size}")
         if self.model_mode not in ("eval", "train"):

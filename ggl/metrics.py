@@ -1,8 +1,16 @@
-"""Reconstruction quality: MSE, PSNR, SSIM, LPIPS (when weights exist), labels, features.
+"""Reconstruction quality: MSE, PSNR, SSIM, LPIPS (when weights exist), labels, features,
+and whether the image was *found*: the judge's accuracy and identifiability.
 
 Images are converted from the victim's normalized space to ``[0, 1]`` before any metric.
 For B > 1 the reconstructions are first matched to the private images (Hungarian
 assignment on MSE), since a gradient does not tell the order of its batch.
+
+* ``judge_accuracy``: the share of reconstructions that an independent classifier trained on
+  the public split only (``ggl.judge``) assigns to the private image's true class.
+* ``identifiability`` (breaching's "image identifiability precision"): the share of
+  reconstructions whose nearest neighbour among the private images (the gallery: the private
+  split, up to ``ggl.judge.GALLERY_LIMIT`` images) is the true image, in the judge's feature
+  space; in pixel space when the dataset has no judge; also in LPIPS space with its weights.
 """
 from __future__ import annotations
 
@@ -129,9 +137,67 @@ class LPIPS:
         return self.net(x * 2 - 1, y * 2 - 1).flatten()
 
 
+def nearest_is_target(distances: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Whether each query's nearest gallery item is its target.
+
+    Args:
+        distances: ``(B, N)`` distances of B queries to N gallery items.
+        targets: ``(B,)`` the position of each query's true item in the gallery.
+    Returns:
+        ``(B,)`` bool.
+    """
+    return distances.argmin(1).cpu() == targets.cpu()
+
+
+@dataclass
+class Gallery:
+    """The private images identifiability searches among.
+
+    Attributes:
+        images: ``(N, C, H, W)`` normalized private images.
+        targets: ``(B,)`` the position of each private image of the batch in ``images``.
+        features: ``(N, D)`` the judge's features of ``images`` (None without a judge).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+def identifiability(recon01: torch.Tensor, matched: torch.Tensor, gallery: Gallery, mean,
+                    std, judge=None, lpips_metric: LPIPS | None = None) -> dict:
+    """Per feature space, whether each matched reconstruction's nearest private image is
+    the true one: ``{"judge" | "pixels" | "lpips": [bool] * B}`` (judge and LPIPS spaces
+    only when a judge / LPIPS weights are there). ``recon01`` and ``matched`` are the
+    matched reconstructions in ``[0, 1]`` and clamped-normalized form."""
+    gallery01 = to_unit_range(gallery.images, mean, std)
+    found = {"pixels": nearest_is_target(
+        torch.cdist(recon01.flatten(1).double().cpu(), gallery01.flatten(1).double().cpu()),
+        gallery.targets)}
+    if judge is not None and gallery.features is not None:
+        found["judge"] = nearest_is_target(torch.cdist(judge.features(matched).double(),
+                                                       gallery.features.double()),
+                                           gallery.targets)
+    if lpips_metric is not None:
+        rows = []
+        for query in recon01:
+            rows.append(torch.cat([lpips_metric(query[None].expand(len(chunk), -1, -1, -1),
+                                                chunk).cpu()
+                                   for chunk in gallery01.split(256)]))
+        found["lpips"] = nearest_is_target(torch.stack(rows), gallery.targets)
+    return {space: values.tolist() for space, values in found.items()}
+
+
 @dataclass
 class Scores:
-    """Metrics of one reconstruction; per-image lists are in the private batch's order."""
+    """Metrics of one reconstruction; per-image lists are in the private batch's order.
+
+    ``judge_accuracy`` is None (with the reason in ``judge``) when the dataset has no judge;
+    ``identifiability`` is measured in ``identifiability_space`` (the judge's features, or
+    pixels without a judge), every space's value in ``identifiability_by_space``. The
+    ceiling and the search gap (latent attacks only, ``ggl.ceiling``) are None with
+    ``ceiling_note`` saying why for other attacks.
+    """
 
     mse: float
     psnr: float
@@ -140,14 +206,28 @@ class Scores:
     feature_mse: float
     lpips: float | None
     lpips_note: str
+    judge_accuracy: float | None = None
+    judge: dict = field(default_factory=dict)
+    identifiability: float | None = None
+    identifiability_space: str | None = None
+    identifiability_by_space: dict = field(default_factory=dict)
+    ceiling_psnr: float | None = None
+    search_gap: float | None = None
+    ceiling_note: str = ""
+    search: dict = field(default_factory=dict)
     per_image: dict = field(default_factory=dict)
     matching: list[int] = field(default_factory=list)
 
 
 def score(model: nn.Module, reconstruction: torch.Tensor, labels: torch.Tensor,
           original: torch.Tensor, true_labels: torch.Tensor, mean, std,
-          lpips_metric: LPIPS | None = None) -> Scores:
-    """Score a reconstruction ``(B, C, H, W)`` against the private batch (both normalized)."""
+          lpips_metric: LPIPS | None = None, judge=None, judge_facts: dict | None = None,
+          gallery: Gallery | None = None) -> Scores:
+    """Score a reconstruction ``(B, C, H, W)`` against the private batch (both normalized).
+
+    ``judge`` (a ``ggl.judge.Judge``, or None with the reason in ``judge_facts``) and
+    ``gallery`` add judge accuracy and identifiability.
+    """
     recon01 = to_unit_range(reconstruction.detach(), mean, std)
     orig01 = to_unit_range(original.detach(), mean, std)
     perm = match(recon01, orig01)
@@ -163,8 +243,23 @@ def score(model: nn.Module, reconstruction: torch.Tensor, labels: torch.Tensor,
     box = [(0 - m) / s for m, s in zip(mean, std)], [(1 - m) / s for m, s in zip(mean, std)]
     low = torch.tensor(box[0], device=matched.device).view(1, -1, 1, 1)
     high = torch.tensor(box[1], device=matched.device).view(1, -1, 1, 1)
-    return Scores(
+    clamped = torch.max(torch.min(matched, high), low)
+    scores = Scores(
         mse=per_mse.mean().item(), psnr=per_psnr.mean().item(), ssim=per_ssim.mean().item(),
         label_accuracy=label_accuracy(matched_labels, true_labels),
-        feature_mse=feature_mse(model, torch.max(torch.min(matched, high), low), original),
-        lpips=lpips_value, lpips_note=note, per_image=per_image, matching=perm.tolist())
+        feature_mse=feature_mse(model, clamped, original),
+        lpips=lpips_value, lpips_note=note, per_image=per_image, matching=perm.tolist(),
+        judge=dict(judge_facts or {}))
+    if judge is not None:
+        judged = judge.predict(clamped).cpu()
+        correct = judged == true_labels.cpu()
+        per_image["judge_class"], per_image["judge_correct"] = judged.tolist(), correct.tolist()
+        scores.judge_accuracy = correct.float().mean().item()
+    if gallery is not None:
+        found = identifiability(recon01, clamped, gallery, mean, std, judge, lpips_metric)
+        per_image.update({f"identified_{space}": values for space, values in found.items()})
+        scores.identifiability_by_space = {space: sum(values) / len(values)
+                                           for space, values in found.items()}
+        scores.identifiability_space = "judge" if "judge" in found else "pixels"
+        scores.identifiability = scores.identifiability_by_space[scores.identifiability_space]
+    return scores

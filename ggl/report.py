@@ -69,7 +69,8 @@ REPORT_STEM = "report"
 FILES_SUFFIX = "_files"
 #: config fields that never split a summary row: the replicates (index, seed), the output
 #: folder, and the fields shown in their own columns (d_param is part of the defense)
-POOLED_FIELDS = ("out", "index", "seed", "attack", "defense", "d_param", "adaptive")
+POOLED_FIELDS = ("out", "index", "seed", "attack", "defense", "d_param", "adaptive",
+                 "control")
 #: at most this many private images (rows) in one image grid
 MAX_GRID_ROWS = 16
 
@@ -89,9 +90,25 @@ COLUMNS = (
     Column("psnr", "PSNR (dB)", 2),
     Column("ssim", "SSIM", 3),
     Column("lpips", "LPIPS", 3),
+    Column("judge_accuracy", "judge (%)", 1, 100.0),
+    Column("identifiability", "identif. (%)", 1, 100.0),
     Column("label_accuracy", "labels (%)", 1, 100.0),
+    Column("ceiling_psnr", "ceiling (dB)", 2),
+    Column("search_gap", "search gap", 3),
     Column("attack_wall_time_s", "attack time (s)", 2),
     Column("evaluations", "evaluations", 0),
+)
+#: the control's statistics shown beside each attack (when the store has control cells),
+#: and the leaks: attack - control, paired by private image and seed
+CONTROL_COLUMNS = (
+    Column("psnr", "control PSNR (dB)", 2),
+    Column("judge_accuracy", "control judge (%)", 1, 100.0),
+    Column("identifiability", "control identif. (%)", 1, 100.0),
+)
+LEAK_COLUMNS = (
+    Column("psnr", "leak PSNR (dB)", 2),
+    Column("judge_accuracy", "leak judge (points)", 1, 100.0),
+    Column("identifiability", "leak identif. (points)", 1, 100.0),
 )
 
 
@@ -132,9 +149,21 @@ class Entry:
         return bool(self.config.get("adaptive")) and self.defense != "none"
 
     @property
+    def control(self) -> str:
+        """``none`` for the attack on the real update, else the control's name."""
+        return self.config.get("control") or "none"
+
+    @property
     def line(self) -> tuple:
-        """What one plotted line / one table row (per defense) stands for."""
+        """What one plotted line / grid column stands for (a control is a line of its own,
+        its setting ending in ``("control", name)``)."""
         return (self.attack, self.adaptive, self.setting)
+
+    @property
+    def row_line(self) -> tuple:
+        """What one table row (per defense) stands for: the line without the control."""
+        return (self.attack, self.adaptive,
+                tuple(item for item in self.setting if item[0] != "control"))
 
     @property
     def replicate(self) -> tuple:
@@ -175,7 +204,8 @@ def _history(run: dict | None) -> tuple[list, list] | None:
 def _values(metrics: dict | None, source: dict) -> dict:
     metrics = metrics or {}
     values = {key: _finite_or_none(metrics.get(key))
-              for key in ("psnr", "ssim", "lpips", "label_accuracy")}
+              for key in ("psnr", "ssim", "lpips", "label_accuracy", "judge_accuracy",
+                          "identifiability", "ceiling_psnr", "search_gap")}
     values["attack_wall_time_s"] = _finite_or_none(source.get("attack_wall_time_s"))
     values["evaluations"] = _finite_or_none(source.get("evaluations"))
     return values
@@ -318,6 +348,8 @@ def _describe(entries: Sequence[Entry]) -> None:
                 if key == "distance" and entry.likelihood:
                     shown = f"{entry.likelihood} likelihood"   # it replaced the distance
                 setting.append((key.removeprefix("extra."), shown))
+        if entry.control != "none":
+            setting.append(("control", entry.control))
         entry.setting = tuple(setting)
 
 
@@ -342,7 +374,8 @@ def _ordered(items: Iterable) -> list:
 
 @dataclass
 class Row:
-    """One summary row: the entries of one attack line under one defense setting."""
+    """One summary row: the entries of one attack line under one defense setting, the
+    attack's own cells and its control's (``control`` other than ``none``)."""
 
     defense: str
     line: tuple
@@ -350,22 +383,34 @@ class Row:
 
     @property
     def done(self) -> list:
-        return [e for e in self.entries if e.status == "done"]
+        return [e for e in self.entries if e.status == "done" and e.control == "none"]
+
+    @property
+    def control_done(self) -> list:
+        return [e for e in self.entries if e.status == "done" and e.control != "none"]
 
     @property
     def failed(self) -> int:
         return sum(e.status != "done" for e in self.entries)
 
+    def leaks(self, key: str) -> list[float | None]:
+        """Attack - control of ``key``, per private image and seed that has both."""
+        controls = {e.replicate: e.values.get(key) for e in self.control_done}
+        return [None if e.values.get(key) is None or controls[e.replicate] is None
+                else e.values[key] - controls[e.replicate]
+                for e in self.done if e.replicate in controls]
+
 
 def summary_rows(entries: Sequence[Entry]) -> list[Row]:
-    """Rows in first-seen order of defense, then of attack line."""
+    """Rows in first-seen order of defense, then of attack line (controls in their
+    attack's row)."""
     rows: dict[tuple, Row] = {}
     defenses = _ordered(e.defense for e in entries)
     for defense in defenses:
         for entry in entries:
             if entry.defense == defense:
-                key = (defense, entry.line)
-                rows.setdefault(key, Row(defense, entry.line, [])).entries.append(entry)
+                key = (defense, entry.row_line)
+                rows.setdefault(key, Row(defense, entry.row_line, [])).entries.append(entry)
     return list(rows.values())
 
 
@@ -387,8 +432,11 @@ def format_stat(values: Sequence[float | None], digits: int, scale: float = 1.0)
 def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """The summary table as header + rows of strings (shared by Markdown and HTML)."""
     settings = any(r.line[2] for r in rows)
+    controls = any(r.control_done for r in rows)
     header = ["defense", "attack", "adaptive"] + (["setting"] if settings else []) + \
              ["cells", "failed"] + [c.header for c in COLUMNS]
+    if controls:
+        header += [c.header for c in CONTROL_COLUMNS + LEAK_COLUMNS]
     body = []
     for row in rows:
         attack, adaptive, setting = row.line
@@ -398,6 +446,10 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
         cells += [str(len(row.entries)), str(row.failed)]
         cells += [format_stat([e.values.get(c.key) for e in row.done], c.digits, c.scale)
                   for c in COLUMNS]
+        if controls:
+            cells += [format_stat([e.values.get(c.key) for e in row.control_done], c.digits,
+                                  c.scale) for c in CONTROL_COLUMNS]
+            cells += [format_stat(row.leaks(c.key), c.digits, c.scale) for c in LEAK_COLUMNS]
         body.append(cells)
     return header, body
 
@@ -579,8 +631,10 @@ def grid_figure(defense: str, entries: Sequence[Entry], labels: dict) -> Figure 
             elif entry.status != "done":
                 tiles.append((line_label(line), None, "failed"))
             else:
-                psnr = entry.values.get("psnr")
+                psnr, judge = entry.values.get("psnr"), entry.values.get("judge_accuracy")
                 caption = "PSNR n/a" if psnr is None else f"{psnr:.1f} dB"
+                if judge is not None:
+                    caption += f", judge {judge:.0%}"
                 tiles.append((line_label(line), _read_png(entry.image("reconstruction.png")),
                               caption))
         for column, (title, image, caption) in enumerate(tiles):
@@ -604,7 +658,7 @@ def grid_figure(defense: str, entries: Sequence[Entry], labels: dict) -> Figure 
     note = f" (first {shown} of {total} private images)" if shown < total else ""
     return Figure(f"grid-{_slug(defense)}.png", f"Reconstructions, defense {defense}",
                   _png(figure), f"rows: private images{note}; columns: the original, then "
-                                f"each attack's reconstruction with its PSNR", "grids")
+                                f"each attack's reconstruction with its PSNR and judge accuracy", "grids")
 
 
 def loss_figure(defense: str, entries: Sequence[Entry], labels: dict) -> Figure | None:
@@ -700,7 +754,18 @@ def _notes(entries: Sequence[Entry]) -> list[str]:
              "seed: mean ± sample standard deviation (n - 1) over its done cells; a single "
              "cell shows its value; (k/n): only k of the n done cells have the value.",
              "attack time: the attack's own wall time (attack_wall_time_s); evaluations: "
-             "objective evaluations (one candidate = one evaluation)."]
+             "objective evaluations (one candidate = one evaluation).",
+             "judge: share of reconstructions an independent classifier (trained on the "
+             "public split only) assigns to the true class; identif.: share whose nearest "
+             "private image (judge features; pixels without a judge) is the true one; "
+             "ceiling: PSNR of the true image projected into the prior; search gap: the "
+             "attack's objective at its latent minus at the projected one (> 0: the search "
+             "stopped short; < 0: the objective prefers another image). Ceiling and gap: "
+             "latent attacks only."]
+    if any(e.control != "none" for e in entries):
+        notes.append("control: the same attack given noise at each layer's norm in place of "
+                     "the update (same labels, same defense): what the prior and the labels "
+                     "alone give; leak = attack - control, paired by private image and seed.")
     if all(e.values.get("lpips") is None for e in entries if e.status == "done"):
         notes.append("LPIPS: n/a, no record has it (it needs `--lpips-weights`, torchvision's "
                      "AlexNet file; it is never computed with random weights).")

@@ -29,7 +29,9 @@ A sweep config is a YAML file with four top-level keys::
 places each run): ``model``, ``dataset``, ``budget``, ``known_labels``, ``device``,
 ``defense_known``, ``extra`` (a mapping of attack-specific options), ... A ``grid`` axis is
 ``attack``, ``defense``, ``adaptive``, ``index``, ``seed`` or any other RunConfig field
-(``model: [lenet, convnet]``, ``budget: [100, 1000]``); its value is a list (a single value
+(``model: [lenet, convnet]``, ``budget: [100, 1000]``, ``control: [none,
+random-gradient]``: each cell also run on noise instead of the update, which ``ggl report``
+shows beside it); its value is a list (a single value
 is a one-element list). Axes combine in the order written. A defense entry is ``none``
 (no defense), a spec string exactly as ``--defense`` takes it, a list of specs (a chain) or
 ``{name, params, options}``. ``attack_options.<attack>`` applies to that attack's cells
@@ -63,7 +65,8 @@ The store, in ``--out DIR``::
 Each line of ``index.jsonl`` is one cell's record: ``cell_id``, ``status`` (``done`` or
 ``failed``), ``attempt``, ``cell`` (its grid values), ``config`` (the full RunConfig),
 ``metrics`` (``psnr``, ``ssim``, ``lpips`` or null, ``label_accuracy``, ``mse``,
-``feature_mse``), ``loss``, ``evaluations``, ``iterations``, ``wall_time_s``,
+``feature_mse``, ``judge_accuracy`` (null without a judge), ``identifiability`` and its
+``identifiability_space``, ``ceiling_psnr`` and ``search_gap`` (null for pixel attacks)), ``loss``, ``evaluations``, ``iterations``, ``wall_time_s``,
 ``attack_wall_time_s``, ``error`` and ``traceback`` (null when done), ``run_dir``,
 ``finished_at``, ``host``. Non-finite numbers are written as null (strict JSON). The latest
 line of a cell wins. A cell whose run raises, or whose loss is NaN or infinite, is recorded
@@ -137,7 +140,9 @@ RUNS_DIR = "runs"
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 #: metrics copied from run.json into the index
-INDEX_METRICS = ("psnr", "ssim", "lpips", "label_accuracy", "mse", "feature_mse")
+INDEX_METRICS = ("psnr", "ssim", "lpips", "label_accuracy", "mse", "feature_mse",
+                 "judge_accuracy", "identifiability", "identifiability_space", "ceiling_psnr",
+                 "search_gap")
 EXECUTORS = ("local", "ray")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -309,7 +314,14 @@ def _datasets() -> dict:
 
 
 #: fields whose value is a registry name, checked where they are written
-_REGISTRIES = {"attack": _attacks, "model": _models, "dataset": _datasets}
+def _controls() -> dict:
+    from ggl.controls import CONTROLS
+
+    return CONTROLS
+
+
+_REGISTRIES = {"attack": _attacks, "model": _models, "dataset": _datasets,
+               "control": _controls}
 
 
 def _format_param(value: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from ggl.ceiling import LatentSearch
 from ggl.errors import GGLError
 from ggl.objective import GradientMatching
 from ggl.scenario import Observation
@@ -29,6 +30,8 @@ class Reconstruction:
         iterations: optimizer iterations run (summed over restarts).
         wall_time: seconds spent in ``reconstruct``.
         info: attack-specific facts (label method, restart losses, failures, ...).
+        latent_search: a latent attack's prior, labels, returned latents and objective, for
+            the metrics' ceiling and search gap (``None`` for pixel attacks).
     """
 
     images: torch.Tensor
@@ -40,6 +43,7 @@ class Reconstruction:
     iterations: int = 0
     wall_time: float = 0.0
     info: dict = field(default_factory=dict)
+    latent_search: LatentSearch | None = None
 
 
 class Attack:

@@ -27,6 +27,7 @@ import torch
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
 from ggl.attacks.dia import mask_model
+from ggl.ceiling import LatentSearch
 from ggl.dropout import supplied_masks
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
@@ -230,6 +231,17 @@ class GGL(Attack):
             info["mask_drop_rates"] = masks.drop_rates(best["masks"])
             info["dropout_rates"] = masks.rates
         search_evaluations = objective.evaluations
+
+        def objective_at(latents: torch.Tensor) -> torch.Tensor:
+            """The searched objective (gradient loss + KL, under the returned masks):
+            ``(P, B * d)`` latents -> ``(P,)``; for the metrics' search gap."""
+            with torch.no_grad(), under(best["masks"]):
+                value = objective(generate(latents), labels)
+                return value + o.kl * latent_kl(latents.to(value.device)) if o.kl else value
+
+        searched = LatentSearch(prior=prior, labels=labels,
+                                latents=best["latent"].reshape(batch, dim).detach(),
+                                objective=objective_at)
         if o.refine_steps:
             with under(best["masks"]):
                 images, final_loss, refinement = self._refine(observation, objective, images,
@@ -239,7 +251,7 @@ class GGL(Attack):
         return Reconstruction(images=images.detach(), labels=labels, loss=final_loss,
                               history=history, snapshots=snapshots,
                               evaluations=objective.evaluations, iterations=search_evaluations,
-                              info=info)
+                              info=info, latent_search=searched)
 
     def _refine(self, observation, objective, images, labels, latent_loss):
         """Pixel-space Adam from the generated images; kept only if the loss drops."""
