@@ -370,6 +370,10 @@ def report(directory, stem):
               help="Client-side defense, repeatable (a chain, in order), as in `ggl run`; "
                    "default: none.")
 @click.option("--adaptive", is_flag=True, help="Every attack models the defense.")
+@click.option("--control", default="random-gradient", show_default=True,
+              help="Also run every attack with this control in place of the update (the "
+                   "report shows it beside the attack, with the leak over it); none: the "
+                   "attacks only.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=None,

@@ -2,7 +2,9 @@
 
 A preset grid for :mod:`ggl.sweep`: ``attack`` = DLG, iDLG, IG and GGL (or a chosen subset)
 x one defense setting (a ``--defense`` chain, default none; ``--adaptive`` for all) x the
-private images (one cell per ``--index``, default 0), with budgets a CPU finishes in a few
+private images (one cell per ``--index``, default 0) x the control (``--control``, default
+``random-gradient``: each attack also run on noise in place of the update, shown beside it
+in the report with the leak over it; ``none``: the attacks only), with budgets a CPU finishes in a few
 minutes (``COMPARE_BUDGETS``: the attacks' own defaults, 300 L-BFGS steps, 24,000 IG steps
 and 25,000 GGL evaluations, take an hour or more). The grid is written as an ordinary sweep
 config (kept in ``OUT/sweep.json``), parsed and validated by :func:`ggl.sweep.parse_sweep`
@@ -69,7 +71,7 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
                    budgets: dict[str, int] | None = None, defense: Sequence[str] = (),
                    adaptive: bool = False, index: Sequence[int] = (0,),
                    model: str = "lenet", dataset: str = "mnist", device: str = "auto",
-                   seed: int = 0) -> dict:
+                   seed: int = 0, control: str = "random-gradient") -> dict:
     """The sweep config (a plain mapping, as YAML would give it) of one comparison.
 
     Args:
@@ -79,10 +81,14 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
         adaptive: every attack models the defense.
         index: private images, one cell per index.
         model, dataset, device, seed: as ``ggl run``'s.
+        control: run every cell also under this control (``ggl.controls.CONTROLS``);
+            ``none``: the attacks only.
 
     Raises:
-        GGLError: an unknown attack or a bad defense spec.
+        GGLError: an unknown attack or control, or a bad defense spec.
     """
+    from ggl.controls import CONTROLS
+
     from ggl.attacks import ATTACKS
     from ggl.defenses import parse_defenses
 
@@ -94,11 +100,15 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
     budgets = {**{a: b for a, b in COMPARE_BUDGETS.items() if a in attacks},
                **(budgets or {})}
     index = list(dict.fromkeys(index or (0,)))
+    choose(CONTROLS, control, "control")
+    grid = {"attack": attacks, "defense": [defense or "none"], "index": index}
+    if control != "none":
+        grid["control"] = ["none", control]
     return {
         "name": "compare",
         "settings": {"model": model, "dataset": dataset, "device": device, "seed": seed,
                      "adaptive": bool(adaptive)},
-        "grid": {"attack": attacks, "defense": [defense or "none"], "index": index},
+        "grid": grid,
         "attack_options": {a: {"budget": budgets[a]} for a in attacks if a in budgets},
     }
 

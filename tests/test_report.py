@@ -194,12 +194,16 @@ def test_report_errors_and_cli(tmp_path, store):
 
 
 def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
-    # the defaults: the four attacks at CPU-sized budgets, no defense, private image 0
+    # the defaults: the four attacks at CPU-sized budgets, no defense, private image 0,
+    # each also under the random-gradient control
     sweep = compare_sweep()
-    assert [c.config.attack for c in sweep.cells] == list(COMPARE_ATTACKS)
+    assert [c.config.attack for c in sweep.cells] == [a for a in COMPARE_ATTACKS
+                                                      for _ in range(2)]
+    assert [c.config.control for c in sweep.cells] == ["none", "random-gradient"] * 4
     assert [c.config.budget for c in sweep.cells] == [COMPARE_BUDGETS[a] for a in
-                                                      COMPARE_ATTACKS]
+                                                      COMPARE_ATTACKS for _ in range(2)]
     assert all(c.config.index == (0,) and not c.config.defense for c in sweep.cells)
+    assert [c.config.control for c in compare_sweep(control="none").cells] == ["none"] * 4
 
     out = tmp_path / "cmp"
     args = ["compare", "--attack", "idlg", "--attack", "ggl", "--budget", "idlg=2",
@@ -208,9 +212,10 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "4 cells: 4 done, 0 failed" in result.output
-    assert "| noise:0.01 | idlg | yes | 2 | 0 |" in result.output
-    assert "| noise:0.01 | ggl | yes | 2 | 0 |" in result.output
+    assert "8 cells: 8 done, 0 failed" in result.output
+    assert "| noise:0.01 | idlg | yes | 4 | 0 |" in result.output     # 2 images x control
+    assert "| noise:0.01 | ggl | yes | 4 | 0 |" in result.output
+    assert "control judge (%)" in result.output and "leak PSNR (dB)" in result.output
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert str(out / "report.html") in result.output
     records = ResultStore(out).records().values()
@@ -218,7 +223,7 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
     assert all(r["config"]["adaptive"] for r in records)
 
     result = runner.invoke(cli, args)            # the same command resumes: nothing runs
-    assert result.exit_code == 0 and "4 skipped" in result.output
+    assert result.exit_code == 0 and "8 skipped" in result.output
 
     stem = tmp_path / "elsewhere" / "summary"
     result = runner.invoke(cli, ["report", str(out), "--out", str(stem)])
