@@ -190,9 +190,10 @@ def run_with_control(config: RunConfig, control: str = "random-gradient",
         raise GGLError("run_with_control runs the real update first: give a config with "
                        f"control 'none', not {config.control!r}")
     out = Path(config.out) if config.out else default_out(config)
+    # both runs are checked before either starts (an unknown control stops nothing midway)
+    control_config = replace(config, control=control, out=str(out / "control")).validate()
     main = run(replace(config, out=str(out)), progress, write=write)
-    checked = replace(config, control=control, out=str(out / "control"))
-    controlled = run(checked.validate(), control_progress, write=write)
+    controlled = run(control_config, control_progress, write=write)
     comparison = {"control": control, "run": "control/run.json",
                   "metrics": {key: controlled.record["metrics"].get(key)
                               for key in LEAK_METRICS + ("label_accuracy",)},

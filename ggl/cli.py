@@ -143,8 +143,6 @@ def run(extra, quiet, control, **options):
 
     from ggl.api import run as run_attack, run_with_control, summary_lines
     from ggl.config import RunConfig
-    from ggl.controls import CONTROLS
-    from ggl.errors import choose
 
     options["index"] = tuple(options["index"])
     options["defense"] = tuple(options["defense"])
@@ -153,7 +151,6 @@ def run(extra, quiet, control, **options):
         value = options.pop(name)
         if value is not None:
             extra[name] = value
-    choose(CONTROLS, control, "control")
     config = RunConfig(extra=extra, **options).validate()
     bars: list = []
 
@@ -432,6 +429,10 @@ def list_registered():
         spec = f"{name}:{defense.param_name}{options}"
         click.echo(f"  {spec:34s} {defense.summary} (default {defense.default_param:g})")
     click.echo("  aliases: " + ", ".join(f"{a} = {n}" for a, n in ALIASES.items()))
+    click.echo("controls (--control):")
+    click.echo("  none           the shared update itself")
+    click.echo("  random-gradient  noise at each layer's norm instead of the update, the same "
+               "labels and defense: what the prior and the labels alone give")
     from generators import SHIPPED_PRIORS
     from generators.biggan import BIGGAN_MODELS
     from optimizers import OWN_METHODS, method_names

@@ -193,6 +193,7 @@ class Scores:
     """Metrics of one reconstruction; per-image lists are in the private batch's order.
 
     ``judge_accuracy`` is None (with the reason in ``judge``) when the dataset has no judge;
+    ``judge_private_accuracy`` is the judge's own accuracy on the private split;
     ``identifiability`` is measured in ``identifiability_space`` (the judge's features, or
     pixels without a judge), every space's value in ``identifiability_by_space``. The
     ceiling and the search gap (latent attacks only, ``ggl.ceiling``) are None with
@@ -207,6 +208,7 @@ class Scores:
     lpips: float | None
     lpips_note: str
     judge_accuracy: float | None = None
+    judge_private_accuracy: float | None = None
     judge: dict = field(default_factory=dict)
     identifiability: float | None = None
     identifiability_space: str | None = None
@@ -255,6 +257,7 @@ def score(model: nn.Module, reconstruction: torch.Tensor, labels: torch.Tensor,
         correct = judged == true_labels.cpu()
         per_image["judge_class"], per_image["judge_correct"] = judged.tolist(), correct.tolist()
         scores.judge_accuracy = correct.float().mean().item()
+        scores.judge_private_accuracy = judge.facts.get("private_accuracy")
     if gallery is not None:
         found = identifiability(recon01, clamped, gallery, mean, std, judge, lpips_metric)
         per_image.update({f"identified_{space}": values for space, values in found.items()})

@@ -24,8 +24,12 @@ Contents:
   varies within an attack's cells, e.g. ``budget`` or ``model``), pooling the cells that
   differ only in the private image (``index``) and ``seed``: number of cells, failed cells,
   and mean +/- sample standard deviation (n - 1; the mean alone for a single cell) over the
-  done cells of PSNR (dB), SSIM, LPIPS, label accuracy (%), attack wall time (s, the
-  attack's own time, ``attack_wall_time_s``) and objective evaluations. A metric that is
+  done cells of PSNR (dB), SSIM, LPIPS, judge accuracy (%), identifiability (%), label
+  accuracy (%), the prior's ceiling (dB) and the search gap (latent attacks), attack wall
+  time (s, the attack's own time, ``attack_wall_time_s``) and objective evaluations. Cells
+  of a control (``control`` other than ``none``) sit in their attack's row: its PSNR, judge
+  accuracy and identifiability, and the leaks (attack - control, paired by private image
+  and seed) follow in columns of their own. A metric that is
   null in a record (LPIPS without ``--lpips-weights``) is left out of its mean; a column
   with no value at all shows ``n/a`` (never a made-up number), and one with values for
   only some cells says how many, e.g. ``0.31 ± 0.02 (3/4)``;
@@ -55,6 +59,7 @@ import json
 import math
 import re
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,7 +210,8 @@ def _values(metrics: dict | None, source: dict) -> dict:
     metrics = metrics or {}
     values = {key: _finite_or_none(metrics.get(key))
               for key in ("psnr", "ssim", "lpips", "label_accuracy", "judge_accuracy",
-                          "identifiability", "ceiling_psnr", "search_gap")}
+                          "judge_private_accuracy", "identifiability", "ceiling_psnr",
+                          "search_gap")}
     values["attack_wall_time_s"] = _finite_or_none(source.get("attack_wall_time_s"))
     values["evaluations"] = _finite_or_none(source.get("evaluations"))
     return values
@@ -619,7 +625,7 @@ def grid_figure(defense: str, entries: Sequence[Entry], labels: dict) -> Figure 
     if not any(e.image("reconstruction.png") for e in entries):
         return None
     columns = len(lines) + 1
-    figure = _new_figure(1.7 * columns, 1.9 * len(replicates) + 0.3)
+    figure = _new_figure(1.7 * columns, 1.9 * len(replicates) + 0.8)
     for row, replicate in enumerate(replicates):
         original = next((e.image("original.png") for e in entries
                          if e.replicate == replicate and e.image("original.png")), None)
@@ -647,8 +653,8 @@ def grid_figure(defense: str, entries: Sequence[Entry], labels: dict) -> Figure 
                 axes.text(0.5, 0.5, caption or "missing", ha="center", va="center",
                           transform=axes.transAxes, color="#b00")
                 caption = ""
-            if row == 0:
-                axes.set_title(title, fontsize=9)
+            if row == 0:                      # long settings would run into each other
+                axes.set_title("\n".join(textwrap.wrap(title, 18)), fontsize=8)
             if column == 0:
                 axes.set_ylabel(labels[replicate], fontsize=9)
             if caption:
@@ -762,6 +768,11 @@ def _notes(entries: Sequence[Entry]) -> list[str]:
              "attack's objective at its latent minus at the projected one (> 0: the search "
              "stopped short; < 0: the objective prefers another image). Ceiling and gap: "
              "latent attacks only."]
+    judges = sorted({e.values["judge_private_accuracy"] for e in entries
+                     if e.values.get("judge_private_accuracy") is not None})
+    if judges:
+        notes.append("the judge's own accuracy on the private split: "
+                     + ", ".join(f"{value:.1%}" for value in judges) + ".")
     if any(e.control != "none" for e in entries):
         notes.append("control: the same attack given noise at each layer's norm in place of "
                      "the update (same labels, same defense): what the prior and the labels "

@@ -141,7 +141,7 @@ SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 #: metrics copied from run.json into the index
 INDEX_METRICS = ("psnr", "ssim", "lpips", "label_accuracy", "mse", "feature_mse",
-                 "judge_accuracy", "identifiability", "identifiability_space", "ceiling_psnr",
+                 "judge_accuracy", "judge_private_accuracy", "identifiability", "identifiability_space", "ceiling_psnr",
                  "search_gap")
 EXECUTORS = ("local", "ray")
 

@@ -284,3 +284,22 @@ def test_the_report_shows_the_control_beside_its_attack_and_the_paired_leak():
     assert cells["leak PSNR (dB)"] == "6.00 ± 2.83"            # (20-12, 18-14)
     assert cells["leak judge (points)"] == "50.0 ± 70.7"       # (100, 0) points
     assert entries[1].line != entries[0].line    # but a line of its own in the figures
+
+
+def test_identifiability_in_lpips_space_when_its_weights_are_given(mnist, tmp_path,
+                                                                   monkeypatch):
+    """The plumbing only (a random AlexNet stands in for the real weights): a
+    reconstruction equal to its private image is nearest to it in every space."""
+    pytest.importorskip("lpips")
+    import torchvision
+
+    from ggl.metrics import LPIPS, identifiability, to_unit_range
+
+    monkeypatch.setattr(judge_module, "GALLERY_LIMIT", 40)
+    path = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    images, _ = mnist.private_batch([5, 30])
+    gallery = build_gallery(mnist, None, [5, 30], images)
+    found = identifiability(to_unit_range(images, mnist.mean, mnist.std), images, gallery,
+                            mnist.mean, mnist.std, lpips_metric=LPIPS(path))
+    assert found == {"pixels": [True, True], "lpips": [True, True]}
