@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ggl.judge import (ScoringClassifier, stack_split as _stack,  # noqa: F401 (re-exported)
                        train_scoring_classifier, unavailable_reason)

@@ -12,7 +12,6 @@ for the given private indices (default: the baseline table's 200..219 and 20 mor
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
