@@ -123,9 +123,14 @@ class Prior(nn.Module):
             z: ``(N, latent_dim)`` latents on the prior's device.
             labels: ``(N,)`` class indices, required by conditional priors, else ignored.
         """
+        return self.to_victim(self.raw(z, labels))
+
+    def to_victim(self, raw: torch.Tensor) -> torch.Tensor:
+        """The generator's output ``(N, C_g, R_g, R_g)`` in [-1, 1] -> the victim's normalized
+        input space ``(N, C, H, W)`` (also for outputs of a tuned copy of the generator)."""
         if self.image_shape is None:
             raise GGLError(f"the prior {self.name} is not bound to a victim: call bind()")
-        images = (self.raw(z, labels) + 1) / 2            # [0, 1]
+        images = (raw + 1) / 2                            # [0, 1]
         channels, height, width = self.image_shape
         if images.shape[1] != channels:
             images = (images.mean(1, keepdim=True) if channels == 1

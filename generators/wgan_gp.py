@@ -121,12 +121,26 @@ class WGANGenerator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.first_features(z, labels)
+        return self.upsample(features)
+
+    def first_features(self, z: torch.Tensor, labels: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """``z (N, latent_dim)`` [+ ``labels (N,)``] -> the first feature map ``(N, c0, 4, 4)``."""
         if self.embedding is not None:
             if labels is None:
                 raise GGLError("this wgan-gp generator is class-conditional: give labels")
             z = z * self.embedding(labels)
-        hidden = self.project(z).view(len(z), self._first_channels, 4, 4)
-        return self.upsample(hidden)
+        return self.project(z).view(len(z), self._first_channels, 4, 4)
+
+    def layer_chain(self) -> list:
+        """The generator as a chain of layers, for searches in its feature spaces (GIFD):
+        ``chain[0](z, labels)`` is :meth:`first_features`, each later entry maps one feature
+        map to the next (an up-sampling block: ConvTranspose + BN + ReLU) and the last one to
+        the image (ConvTranspose + tanh). Composing the chain is ``forward``."""
+        modules = list(self.upsample)
+        blocks = [nn.Sequential(*modules[i:i + 3]) for i in range(0, len(modules) - 2, 3)]
+        return [self.first_features, *blocks, nn.Sequential(*modules[-2:])]
 
 
 def checkpoint_paths(stem: str | Path) -> tuple[Path, Path]:

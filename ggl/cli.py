@@ -52,7 +52,7 @@ def _parse_extra(pairs: tuple[str, ...]) -> dict:
 
 #: ``ggl run`` options that belong to the GGL attack
 LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps",
-                  "refine_tv", "kl", "dropout_masks")
+                  "refine_tv", "kl", "dropout_masks", "stages", "starts")
 
 
 @cli.command()
@@ -74,6 +74,14 @@ LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_st
 @click.option("--ng_method", "--ng-method", "ng_method", default=None,
               help="GGL's latent optimizer: CMA (default), BO/turbo, adam, or any nevergrad "
                    "optimizer name.")
+@click.option("--stages", default=None, metavar="NAME[:EVALUATIONS],...",
+              help="GGL's search as stages sharing --budget, run in order: sample (score "
+                   "prior draws, keep the --starts best), any --ng_method (a search from "
+                   "each start; a black-box one then adam is the hybrid), gias (tune the "
+                   "generator's weights), gifd (search its features layer by layer), e.g. "
+                   "sample:1000,CMA:2000,adam:2000 (`ggl list`).")
+@click.option("--starts", type=int, default=None,
+              help="GGL: starts each search stage runs from (kept by sample; default 1).")
 @click.option("--generator", default=None,
               help="GGL's prior: default (shipped for the dataset), wgan-gp:PATH, "
                    "biggan-deep-256:DIR (also -128, -512).")
@@ -447,6 +455,12 @@ def list_registered():
     click.echo("  BO, turbo      TuRBO-1 on BoTorch")
     nevergrad = [n for n in method_names() if n not in OWN_METHODS]
     click.echo(f"  nevergrad ({len(nevergrad)}): " + ", ".join(nevergrad))
+    click.echo("search stages (--stages NAME[:EVALUATIONS],...):")
+    click.echo("  sample         score prior draws in batches, keep the --starts best")
+    click.echo("  <optimizer>    any latent optimizer above, from each start")
+    click.echo("  gias           tune a copy of the generator's weights (Jeon et al. 2021)")
+    click.echo("  gifd           search the generator's features layer by layer in l1 "
+               "balls (Fang et al. 2023)")
 
 
 def main(argv=None) -> None:

@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 
 from ggl.errors import GGLError
-from optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
+from optimizers.base import (BestTracker, LatentOptimizer, Objective, SearchProgress,
+                             SearchResult)
 
 
 def ramped_lr(base: float, t: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
@@ -58,3 +59,43 @@ class AdamSearch(LatentOptimizer):
                 if self.project is not None:
                     self.project(latent)
         return tracker.result(lr=self.lr, steps=tracker.evaluations)
+
+    def minimize_starts(self, objective: Objective, inits: torch.Tensor, budget: int,
+                        progress: SearchProgress | None = None, seeds: list[int] | None = None
+                        ) -> list[SearchResult]:
+        """All ``k`` starts ``inits (k, d)`` stepped together: one batched call of the
+        objective per step scores every start (Adam is element-wise, so each start follows
+        exactly the path it would alone). Each gets ``budget // k`` steps; the remainder
+        of the budget is left unused."""
+        count = len(inits)
+        steps = budget // count
+        if steps < 1:
+            raise GGLError(f"adam from {count} starts needs at least {count} evaluations "
+                           f"(one step each), got a budget of {budget}")
+        latents = inits.detach().cpu().float().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([latents], lr=self.lr)
+        trackers = [BestTracker(steps, None) for _ in range(count)]
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = ramped_lr(self.lr, step / steps, self.rampup, self.rampdown)
+            losses = objective(latents)
+            for i, tracker in enumerate(trackers):
+                tracker.record(latents[i:i + 1].detach(), losses[i:i + 1])
+            if progress is not None:
+                best = min(trackers, key=lambda t: t.best_loss)
+                if best.best_latent is not None:
+                    progress((step + 1) * count, budget, best.best_loss, best.best_latent)
+            finite = torch.isfinite(losses)
+            if not finite.any():
+                break                                  # keep the best finite latents so far
+            optimizer.zero_grad(set_to_none=True)
+            losses[finite].sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                if self.bounds is not None:
+                    latents.clamp_(-self.bounds, self.bounds)
+                if self.project is not None:
+                    for row in latents:
+                        self.project(row)
+        return [t.result(lr=self.lr, steps=t.evaluations, batched_starts=count)
+                for t in trackers]

@@ -115,3 +115,24 @@ class LatentOptimizer:
     def _minimize(self, objective: Objective, init: torch.Tensor, budget: int,
                   tracker: BestTracker) -> SearchResult:
         raise NotImplementedError
+
+    def minimize_starts(self, objective: Objective, inits: torch.Tensor, budget: int,
+                        progress: SearchProgress | None = None, seeds: list[int] | None = None
+                        ) -> list[SearchResult]:
+        """Minimize from each row of ``inits (k, d)``, ``budget`` evaluations split evenly
+        (the remainder to the first searches); one result per start.
+
+        ``seeds`` (one per start) reseed the method between searches; ``progress`` sees the
+        evaluations of all the searches together. Methods whose searches can share one
+        batched call of the objective (Adam) override this.
+        """
+        shares = [budget // len(inits) + (i < budget % len(inits)) for i in range(len(inits))]
+        results, done = [], 0
+        for i, (init, share) in enumerate(zip(inits, shares)):
+            if seeds is not None:
+                self.seed = seeds[i]
+            report = None if progress is None else \
+                (lambda n, _b, best, latent, d=done: progress(d + n, budget, best, latent))
+            results.append(self.minimize(objective, init, share, report))
+            done += results[-1].evaluations
+        return results

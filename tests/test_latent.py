@@ -269,7 +269,10 @@ def test_cli_runs_ggl_and_writes_the_usual_outputs(tmp_path):
 
 @pytest.mark.parametrize("args, mentions", [
     (["--ng_method", "CMAES"], ["unknown --ng_method 'CMAES'", "CMA", "ggl list"]),
-    (["--budget", "10"], ["--budget 10 evaluations is smaller than one population", "50"]),
+    (["--budget", "10"], ["--budget 10 is too small for the default search", ">= 500",
+                          "--ng_method NAME"]),
+    (["--ng_method", "CMA", "--budget", "10"],
+     ["--budget 10 evaluations is smaller than one population", "50"]),
     (["--ng_method", "BO", "--budget", "5"], ["smaller than one population of turbo"]),
     (["--generator", "biggan:/x"], ["unknown --generator", "wgan-gp:PATH"]),
     (["--n_trials", "0"], ["--n_trials (--restarts) must be at least 1"]),

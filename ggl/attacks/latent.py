@@ -20,6 +20,7 @@ the PSNR gain and most of the SSIM (experiments/README.md).
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ import torch
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
 from ggl.attacks.dia import mask_model
+from ggl.attacks.stages import (GENERATOR_STAGES, GIAS, SAMPLE, extend_history,
+                               run_latent_stages)
 from ggl.ceiling import LatentSearch
 from ggl.dropout import supplied_masks
 from ggl.errors import GGLError
@@ -58,6 +61,13 @@ class GGLOptions:
     ``dropout_masks``: ``ignore`` (the server's model runs with dropout off) or ``model``
     (adam only: one continuous mask per dropout layer searched with the latent, as the
     Dropout Inversion Attack does in pixel space, with ``mask_rate_weight`` x its rate gap).
+    ``stages``: a plan of stages sharing the budget (:mod:`ggl.attacks.stages`). Without
+    it, ``--ng_method M`` searches with M alone (GGL as published) and with neither the
+    attack runs ``DEFAULT_PLAN`` scaled to the budget. ``starts``: the starts a ``sample``
+    stage keeps (or the prior draws a plan starts from; ``None``: 4 for the default plan,
+    else 1); ``gias_*`` and ``gifd_*``: those stages' settings
+    (:mod:`ggl.attacks.generator_stages`; GIFD's radii are the paper's, its step size was
+    measured: 0.01 lowered the loss most of 0.1 / 0.01 / 0.001 on the shipped prior).
     """
 
     budget: int = 25_000
@@ -79,6 +89,20 @@ class GGLOptions:
     chunk_size: int | None = None
     dropout_masks: str = "ignore"
     mask_rate_weight: float = 1e-4
+    stages: str | None = None
+    starts: int | None = None
+    gias_lr: float = 1e-4
+    gias_reg: float = 1.0
+    gifd_lr: float = 0.01
+    gifd_radius: float = 2000.0
+    gifd_radius_step: float = 500.0
+
+
+#: the search ``ggl run`` uses when neither --stages nor --ng_method is given: shares of the
+#: budget for scoring prior draws, CMA-ES from the best DEFAULT_STARTS and Adam from where
+#: each CMA-ES ended (measured on 20 private digits, experiments/README.md "Search stages")
+DEFAULT_PLAN = (("sample", 0.2), ("CMA", 0.4), ("adam", 0.4))
+DEFAULT_STARTS = 4
 
 
 class GGL(Attack):
@@ -94,6 +118,13 @@ class GGL(Attack):
             if overrides.get("n_trials") not in (None, restarts):
                 raise GGLError("--restarts and --n_trials mean the same for ggl; give one")
             overrides["n_trials"] = restarts
+        if overrides.get("stages") is not None and overrides.get("ng_method") is not None:
+            raise GGLError("--stages names the optimizers of the search; --ng_method is its "
+                           "one-stage form: give one of them")
+        self._budget_given = overrides.get("budget") is not None
+        self._default_plan = overrides.get("stages") is None and \
+            overrides.get("ng_method") is None
+        self._one_method = overrides.get("stages") is None and not self._default_plan
         super().__init__(seed, adaptive, **overrides)
 
     def _validate(self) -> None:
@@ -106,23 +137,77 @@ class GGL(Attack):
         if o.dropout_masks not in DROPOUT_MASK_MODES:
             raise GGLError(f"unknown --dropout-masks {o.dropout_masks!r}; valid: "
                            f"{', '.join(DROPOUT_MASK_MODES)}")
-        if o.dropout_masks == "model" and o.ng_method != "adam":
-            raise GGLError("--dropout-masks model optimizes the masks by gradient descent "
-                           f"with the latent: it needs --ng_method adam, not {o.ng_method!r}")
-        for name in ("kl", "tv", "refine_steps", "refine_tv", "mask_rate_weight"):
+        for name in ("kl", "tv", "refine_steps", "refine_tv", "mask_rate_weight", "gias_reg",
+                     "gifd_radius_step"):
             if getattr(o, name) < 0:
                 raise GGLError(f"{name} must be >= 0, got {getattr(o, name)}")
-        self.optimizer(0).check_budget(o.budget)      # unknown method or budget too small
+        for name in ("gias_lr", "gifd_lr", "gifd_radius"):
+            if getattr(o, name) <= 0:
+                raise GGLError(f"{name} must be > 0, got {getattr(o, name)}")
+        if o.starts is None:
+            o.starts = DEFAULT_STARTS if self._default_plan else 1
+        if o.starts < 1:
+            raise GGLError(f"--starts must be at least 1, got {o.starts}")
+        self.plan = self._plan()
+        o.stages = ",".join(str(stage) for stage in self.plan)   # recorded as resolved
+        methods = [s.name for s in self.plan if s.kind == "optimizer"]
+        if o.dropout_masks == "model" and set(methods) != {"adam"}:
+            raise GGLError("--dropout-masks model optimizes the masks by gradient descent "
+                           f"with the latent: it needs --ng_method adam, not "
+                           f"{', '.join(repr(m) for m in methods if m != 'adam')} (with "
+                           f"--stages: every search stage adam)")
+        if self._one_method and o.starts == 1:
+            self.optimizer(o.ng_method, 0).check_budget(o.budget)   # GGL as published
+        if self._default_plan:
+            least = math.ceil(DEFAULT_STARTS * (o.population or 50) / DEFAULT_PLAN[1][1])
+            if o.budget < least:
+                raise GGLError(
+                    f"--budget {o.budget} is too small for the default search (sample "
+                    f"{DEFAULT_PLAN[0][1]:.0%}, CMA {DEFAULT_PLAN[1][1]:.0%} from "
+                    f"{o.starts} starts of one population of {o.population or 50} at least, "
+                    f"adam {DEFAULT_PLAN[2][1]:.0%}): give --budget >= {least}, or "
+                    f"--ng_method NAME for a one-stage search")
+        for stage in self.plan:           # every latent stage runs from `starts` starts
+            if stage.kind == "sample" and stage.budget < o.starts:
+                raise GGLError(f"--stages: {stage} cannot keep --set starts={o.starts} "
+                               f"starts; sample at least {o.starts} latents")
+            if stage.kind == "optimizer":
+                least = self.optimizer(stage.name, 0).minimum_budget() * o.starts
+                if stage.budget < least:
+                    raise GGLError(
+                        f"--budget / --stages: {stage} is too small: {o.starts} search(es) "
+                        f"of {stage.name} need at least {least} evaluations (one population "
+                        f"each); give it more, or a smaller --population or --set starts")
 
-    def optimizer(self, trial: int, project=None):
-        """The latent optimizer of trial ``trial``; ``project`` (adam only) is applied to
-        the searched vector after every step."""
+    def _plan(self):
+        """The stages of the search (``--stages``, or ``{ng_method}:{budget}``)."""
+        from ggl.attacks.stages import Stage, parse_plan
+
+        o = self.options
+        if self._default_plan:
+            counts = [int(o.budget * share) for _, share in DEFAULT_PLAN]
+            counts[-1] = o.budget - sum(counts[:-1])
+            return tuple(Stage(name, count) for (name, _), count in zip(DEFAULT_PLAN, counts))
+        if self._one_method:
+            self.optimizer(o.ng_method, 0)            # an unknown method says so here
+            return (Stage(o.ng_method, o.budget),)
+        plan = parse_plan(o.stages, o.budget if self._budget_given else None)
+        self.options.budget = sum(stage.budget for stage in plan)
+        return plan
+
+    def optimizer(self, method: str, search: int, project=None):
+        """The latent optimizer ``method`` of search number ``search`` (seeded by it);
+        ``project`` (adam only) is applied to the searched vector after every step."""
         from optimizers import build_optimizer
 
         o = self.options
-        extra = {"lr": o.lr, "project": project} if o.ng_method == "adam" else {}
-        return build_optimizer(o.ng_method, population=o.population, bounds=o.bounds,
-                               seed=self.seed * 1000 + trial, **extra)
+        extra = {"lr": o.lr, "project": project} if method == "adam" else {}
+        return build_optimizer(method, population=o.population, bounds=o.bounds,
+                               seed=self.search_seed(search), **extra)
+
+    def search_seed(self, search: int) -> int:
+        """The optimizer seed of search number ``search`` of this run."""
+        return self.seed * 1000 + search
 
     def prior(self, observation: Observation):
         from generators.prior import build_prior
@@ -170,9 +255,7 @@ class GGL(Attack):
             images = prior(latents.reshape(count * batch, dim).to(observation.device), classes)
             return images.view(count, batch, *observation.image_shape)
 
-        differentiable = self.optimizer(0).differentiable
-
-        def loss(vector: torch.Tensor) -> torch.Tensor:
+        def loss(vector: torch.Tensor, differentiable: bool) -> torch.Tensor:
             latents, current = split(vector)
             with torch.set_grad_enabled(differentiable), under(current):
                 value = objective(generate(latents), labels)
@@ -185,51 +268,63 @@ class GGL(Attack):
         def project(vector: torch.Tensor) -> None:
             vector[latent_size:].clamp_(0, 1)
 
-        total = o.budget * o.n_trials
-        snapshots, history, trials = [], [], []
+        def draw(count: int) -> torch.Tensor:
+            """``count`` searched vectors from the prior (and the masks' start): ``(count, n)``."""
+            vectors = prior.sample_latent(count * batch, generator).reshape(count, -1)
+            if masks is None:
+                return vectors
+            start = masks.flatten(masks.initial(generator)).to(vectors.device)
+            return torch.cat([vectors, start.expand(count, -1)], 1)
+
+        searches_per_trial = o.starts * sum(s.kind == "optimizer" for s in self.plan)
+
+        def build(method: str, search: int):
+            return self.optimizer(method, search, project if masks is not None else None)
+
+        plan = self.plan
+        latent_stages = tuple(s for s in plan if s.kind in (SAMPLE, "optimizer"))
+        generator_stages = tuple(s for s in plan if s.kind in GENERATOR_STAGES)
+        self._check_generator_stages(prior, generator_stages)
+        latent_budget = sum(s.budget for s in latent_stages)
+        generator_budget = sum(s.budget for s in generator_stages)
+        total = latent_budget * o.n_trials + generator_budget
+        every = max(1, total // (FRAMES * o.n_trials))
+        snapshots, history, trials, stage_records = [], [], [], []
         generator = self.generator()
         for trial in range(o.n_trials):
-            done = trial * o.budget
-            every = max(1, o.budget // FRAMES)
-            next_frame = [0]
+            done = trial * latent_budget
+            next_frame = [done]
 
-            def report(evaluations, budget, best_loss, best_vector):
+            def report(evaluations, best_loss, best_vector, done=done):
                 progress(done + evaluations, total, best_loss)
-                if evaluations >= next_frame[0]:
+                if done + evaluations >= next_frame[0]:
                     with torch.no_grad():
                         best_images = generate(split(best_vector[None])[0])[0]
                     snapshots.append((done + evaluations, best_images.cpu()))
-                    next_frame[0] = evaluations + every
+                    next_frame[0] = done + evaluations + every
 
-            init = prior.sample_latent(batch, generator).reshape(-1)
-            if masks is not None:
-                init = torch.cat([init, masks.flatten(masks.initial(generator)).to(init.device)])
-            search = self.optimizer(trial, project if masks is not None else None)
-            result = search.minimize(loss, init, o.budget, report)
-            latents, best_masks = split(result.latent[None])
+            candidates, trial_history, records = run_latent_stages(
+                latent_stages, loss=loss, draw=draw, starts=o.starts,
+                build_optimizer=lambda method, search, t=trial: build(
+                    method, t * searches_per_trial + search),
+                seed_of=lambda search, t=trial: self.search_seed(
+                    t * searches_per_trial + search),
+                report=report, batched=masks is None)
+            best_vector = candidates[0].vector
+            latents, best_masks = split(best_vector[None])
             with torch.no_grad(), under(best_masks):
                 images = generate(latents)[0]
                 gradient_loss = objective(images[None], labels)[0].item()
-            trials.append({"objective": result.loss, "gradient_loss": gradient_loss,
-                           "latent": latents[0], "masks": best_masks, "images": images,
-                           "info": result.info})
-            history.extend(result.history)
-        best = min(trials, key=lambda t: t["gradient_loss"] if math.isfinite(t["gradient_loss"])
-                   else math.inf)
+            trials.append({"objective": candidates[0].loss, "gradient_loss": gradient_loss,
+                           "latent": latents[0], "masks": best_masks, "images": images})
+            history.extend(trial_history)
+            stage_records.append(records)
+        best_index = min(range(len(trials)), key=lambda i: trials[i]["gradient_loss"]
+                         if math.isfinite(trials[i]["gradient_loss"]) else math.inf)
+        best = trials[best_index]
         if not math.isfinite(best["gradient_loss"]):
             raise GGLError("GGL diverged: every trial's best latent has a non-finite loss")
         images, final_loss = best["images"], best["gradient_loss"]
-        info = {"label_method": "known" if observation.labels is not None else "inferred",
-                "generator": prior.name, "ng_method": o.ng_method,
-                "optimizer": best["info"], "n_trials": o.n_trials,
-                "trial_gradient_losses": [t["gradient_loss"] for t in trials],
-                "trial_objectives": [t["objective"] for t in trials],
-                "gradient_path": objective.choose_path(
-                    1 if differentiable else self.optimizer(0).population),
-                "latent": best["latent"].tolist(), "dropout_masks": o.dropout_masks}
-        if masks is not None:
-            info["mask_drop_rates"] = masks.drop_rates(best["masks"])
-            info["dropout_rates"] = masks.rates
         search_evaluations = objective.evaluations
 
         def objective_at(latents: torch.Tensor) -> torch.Tensor:
@@ -242,6 +337,30 @@ class GGL(Attack):
         searched = LatentSearch(prior=prior, labels=labels,
                                 latents=best["latent"].reshape(batch, dim).detach(),
                                 objective=objective_at)
+        records = stage_records[best_index]
+        returned = "latent search"
+        if generator_stages:
+            with under(best["masks"]):
+                outcome = self._generator_stages(
+                    generator_stages, prior, best["latent"].reshape(batch, dim), labels,
+                    objective, records, history,
+                    lambda n, value: progress(total - generator_budget + n, total, value))
+            if outcome is not None and outcome[1] < final_loss:
+                images, final_loss, returned = outcome
+        info = {"label_method": "known" if observation.labels is not None else "inferred",
+                "generator": prior.name, "ng_method": o.ng_method if self._one_method else None,
+                "stages": [str(s) for s in plan], "starts": o.starts,
+                "stage_records": [r.to_dict() for r in records],
+                "returned_stage": returned, "n_trials": o.n_trials,
+                "trial_gradient_losses": [t["gradient_loss"] for t in trials],
+                "trial_objectives": [t["objective"] for t in trials],
+                "gradient_path": objective.choose_path(1 if all(
+                    self.optimizer(s.name, 0).differentiable for s in plan
+                    if s.kind == "optimizer") else (o.population or 50)),
+                "latent": best["latent"].tolist(), "dropout_masks": o.dropout_masks}
+        if masks is not None:
+            info["mask_drop_rates"] = masks.drop_rates(best["masks"])
+            info["dropout_rates"] = masks.rates
         if o.refine_steps:
             with under(best["masks"]):
                 images, final_loss, refinement = self._refine(observation, objective, images,
@@ -252,6 +371,54 @@ class GGL(Attack):
                               history=history, snapshots=snapshots,
                               evaluations=objective.evaluations, iterations=search_evaluations,
                               info=info, latent_search=searched)
+
+    def _check_generator_stages(self, prior, stages) -> None:
+        """Before any search: the prior can do what the gias / gifd stages ask of it."""
+        from ggl.attacks.generator_stages import check_layer_chain, check_tunable
+
+        for stage in stages:
+            if stage.kind == GIAS:
+                check_tunable(prior)
+            else:
+                check_layer_chain(prior)
+                depth = len(prior.net.layer_chain()) - 1
+                if stage.budget < depth:
+                    raise GGLError(f"--stages: {stage} is too small: gifd searches "
+                                   f"{depth} feature layers of {prior.name}, one step "
+                                   f"each at least; give gifd:{depth} or more")
+
+    def _generator_stages(self, stages, prior, latents, labels, objective, records, history,
+                          progress):
+        """Run gias / gifd from the best latents ``(B, d)``; returns ``(images (B, C, H, W),
+        gradient loss, stage name)`` of the best of them, or None."""
+        from ggl.attacks.generator_stages import gias, gifd
+        from ggl.attacks.stages import StageRecord
+
+        o = self.options
+        latents = latents.to(labels.device)
+        best, nets, done = None, None, 0
+
+        def score(images: torch.Tensor) -> torch.Tensor:
+            return objective(images, labels)
+
+        for stage in stages:
+            began = time.perf_counter()
+            report = (lambda n, value, d=done: progress(d + n, value))
+            if stage.kind == GIAS:
+                outcome = gias(prior, latents, labels, score, stage.budget, o.gias_lr,
+                               o.gias_reg, report)
+                nets = outcome.nets
+            else:
+                outcome = gifd(prior, latents, labels, score, stage.budget, o.gifd_lr,
+                               o.gifd_radius, o.gifd_radius_step, report, nets)
+            done += stage.budget
+            extend_history(history, outcome.history)
+            records.append(StageRecord(stage.name, stage.budget, stage.budget,
+                                       time.perf_counter() - began, 1, outcome.loss,
+                                       outcome.facts))
+            if best is None or outcome.loss < best[1]:
+                best = (outcome.images, outcome.loss, stage.name)
+        return best
 
     def _refine(self, observation, objective, images, labels, latent_loss):
         """Pixel-space Adam from the generated images; kept only if the loss drops."""

@@ -1,0 +1,222 @@
+"""The stages after GGL's latent search that change what the generator draws.
+
+* GIAS (Jeon et al., NeurIPS 2021, "Gradient Inversion with Generative Image Prior"): keep
+  the found latent ``z*`` and tune a copy of the generator's weights ``w`` per image on the
+  same gradient-matching objective, pulled back towards the prior's weights ``w0``::
+
+      min_w  objective(G_w(z*)) + reg * mean_l ||w_l - w0_l||^2 / ||w0_l||^2
+
+  (Adam, step decay x0.1 at 3/8, 5/8 and 7/8 of the steps, as the GIFD repository's GIAS).
+* GIFD (Fang et al., ICCV 2023, "GIFD: A Generative Gradient Inversion Method with Feature
+  Domain Optimization"): write the generator as a chain ``x = g_L(... g_1(g_0(z)))`` and,
+  for k = 0, 1, ..., search the feature ``h_k`` feeding ``g_{k+1}`` with the later layers
+  fixed, each inside an l1 ball of radius ``r_k = radius + k * radius_step`` around where
+  the previous layer's search left it (the paper's BigGAN radii: 2000, 2500, 3000, ...).
+
+Both return the lowest-objective images they saw, so a stage that only raises the loss
+leaves the latent search's result in place (the attack compares them by gradient loss).
+Neither touches the prior itself: GIAS works on deep copies, GIFD on feature tensors.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ggl.errors import GGLError
+from optimizers.adam import ramped_lr
+
+#: ``objective(images (1, B, C, H, W)) -> (1,)``: the attack's gradient loss
+ImageObjective = Callable[[torch.Tensor], torch.Tensor]
+#: ``progress(steps done, best loss)``
+StepProgress = Callable[[int, float], None]
+
+
+@dataclass
+class StageOutcome:
+    """The best images a generator stage saw: ``images (B, C, H, W)``, their gradient loss,
+    the loss after every step, and facts for run.json."""
+
+    images: torch.Tensor
+    loss: float
+    history: list[float] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    nets: list | None = None
+
+
+def check_layer_chain(prior) -> None:
+    """GIFD needs a generator that exposes its layers (``layer_chain()``)."""
+    if not hasattr(prior.net, "layer_chain"):
+        raise GGLError(f"the gifd stage searches the generator's intermediate features, and "
+                       f"the prior {prior.name} does not expose its layers (wgan-gp priors "
+                       f"from `ggl train-prior` do); drop gifd from --stages")
+
+
+def check_tunable(prior) -> None:
+    """GIAS needs a generator with weights to tune."""
+    if not any(True for _ in prior.net.parameters()):
+        raise GGLError(f"the gias stage tunes the generator's weights, and the prior "
+                       f"{prior.name} has none; drop gias from --stages")
+
+
+def _relative_distance(net, reference: list[torch.Tensor]) -> torch.Tensor:
+    """``mean_l ||w_l - w0_l||^2 / ||w0_l||^2`` over the parameter tensors of ``net``."""
+    terms = [(w - w0).pow(2).sum() / w0.pow(2).sum().clamp_min(1e-12)
+             for w, w0 in zip(net.parameters(), reference)]
+    return torch.stack(terms).mean()
+
+
+def gias(prior, latents: torch.Tensor, labels: torch.Tensor, objective: ImageObjective,
+         steps: int, lr: float, reg: float, progress: StepProgress) -> StageOutcome:
+    """GIAS: tune one copy of the generator per image for its fixed latent.
+
+    Args:
+        prior: the bound Prior whose ``net`` is copied (never changed).
+        latents: ``(B, latent_dim)`` the latent search's result, one per image.
+        labels: ``(B,)`` labels (for a conditional prior).
+        objective: the gradient loss of a candidate batch.
+        steps, lr, reg: Adam steps, step size and the weight of the pull towards ``w0``.
+
+    Returns:
+        The best images seen (the prior's own ``G(z*)`` counts as step 0), with the tuned
+        copies in ``nets`` (for a following GIFD stage).
+    """
+    nets = [copy.deepcopy(prior.net).eval() for _ in range(len(latents))]
+    reference = [w.detach().clone() for w in prior.net.parameters()]
+    parameters = []
+    for net in nets:
+        for w in net.parameters():
+            w.requires_grad_(True)
+            parameters.append(w)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[int(steps * 3 / 8), int(steps * 5 / 8), int(steps * 7 / 8)],
+        gamma=0.1)
+    latents = latents.detach()
+    conditional = prior.conditional
+
+    def draw() -> torch.Tensor:
+        raws = [net(latents[i:i + 1], labels[i:i + 1]) if conditional else
+                net(latents[i:i + 1]) for i, net in enumerate(nets)]
+        return prior.to_victim(torch.cat(raws))
+
+    best_loss, best_images, history = math.inf, None, []
+    with torch.enable_grad():
+        for step in range(steps):             # `steps` evaluations, the last one not stepped
+            images = draw()
+            value = objective(images[None])[0]
+            if math.isfinite(value.item()) and value.item() < best_loss:
+                best_loss, best_images = value.item(), images.detach().clone()
+            history.append(best_loss)
+            progress(step + 1, best_loss)
+            if step == steps - 1 or not math.isfinite(value.item()):
+                break
+            total = value
+            if reg:
+                pull = sum(_relative_distance(net, reference) for net in nets) / len(nets)
+                total = total + reg * pull
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            schedule.step()
+    if best_images is None:
+        raise GGLError("the gias stage diverged: the tuned generator's images have no "
+                       "finite loss")
+    for net in nets:
+        net.requires_grad_(False)
+    with torch.no_grad():
+        drift = float(sum(_relative_distance(net, reference) for net in nets) / len(nets))
+    return StageOutcome(best_images, best_loss, history,
+                        {"lr": lr, "reg": reg, "weight_drift": drift}, nets)
+
+
+def project_l1_ball(deviation: torch.Tensor, radius: float) -> torch.Tensor:
+    """Each row of ``deviation (B, ...)`` projected onto the l1 ball of ``radius`` (Duchi et
+    al., ICML 2008: sort, find the threshold, soft-threshold); rows inside stay."""
+    flat = deviation.flatten(1)
+    inside = flat.abs().sum(1) <= radius
+    magnitudes, _ = flat.abs().sort(1, descending=True)
+    cumulative = magnitudes.cumsum(1)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    count = ((magnitudes * ranks) > (cumulative - radius)).sum(1, keepdim=True)
+    threshold = (cumulative.gather(1, count - 1) - radius) / count.to(flat.dtype)
+    projected = flat.sign() * (flat.abs() - threshold).clamp_min(0)
+    return torch.where(inside[:, None], flat, projected).view_as(deviation)
+
+
+def gifd(prior, latents: torch.Tensor, labels: torch.Tensor, objective: ImageObjective,
+         steps: int, lr: float, radius: float, radius_step: float, progress: StepProgress,
+         nets: list | None = None) -> StageOutcome:
+    """GIFD: search the generator's features one layer after another, in l1 balls.
+
+    Args:
+        prior: the bound Prior (its ``net`` must have ``layer_chain()``).
+        latents: ``(B, latent_dim)`` where the latent search ended.
+        labels: ``(B,)`` labels (for a conditional prior).
+        objective: the gradient loss of a candidate batch.
+        steps: Adam steps over all feature layers (split evenly, the rest to the last).
+        lr: Adam's step size (GIFD's warm-up and cosine ramp).
+        radius, radius_step: the l1 radius of layer k is ``radius + k * radius_step``.
+        nets: per-image generators tuned by GIAS (default: the prior's own, for all).
+
+    Returns:
+        The best images over every layer's search.
+    """
+    nets = nets or [prior.net] * len(latents)
+    chains = [net.layer_chain() for net in nets]
+    depth = len(chains[0]) - 1                # features that feed a later layer
+    shares = [steps // depth + (k == depth - 1) * (steps % depth) for k in range(depth)]
+    with torch.no_grad():
+        features = [chain[0](latents[i:i + 1], labels[i:i + 1] if prior.conditional else None)
+                    for i, chain in enumerate(chains)]
+
+    def draw(layer: int, current: list[torch.Tensor]) -> torch.Tensor:
+        raws = []
+        for chain, feature in zip(chains, current):
+            for block in chain[layer + 1:]:
+                feature = block(feature)
+            raws.append(feature)
+        return prior.to_victim(torch.cat(raws))
+
+    best_loss, best_images, history, per_layer = math.inf, None, [], []
+    done = 0
+    for layer, share in enumerate(shares):
+        centre = torch.cat(features).detach()
+        searched = centre.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([searched], lr=lr)
+        ball = radius + layer * radius_step
+        layer_best, layer_features = math.inf, centre
+        with torch.enable_grad():
+            for step in range(share):         # `share` evaluations, the last not stepped
+                images = draw(layer, list(searched.split(1)))
+                value = objective(images[None])[0]
+                if math.isfinite(value.item()) and value.item() < layer_best:
+                    layer_best, layer_features = value.item(), searched.detach().clone()
+                    if layer_best < best_loss:
+                        best_loss, best_images = layer_best, images.detach().clone()
+                done += 1
+                history.append(best_loss)
+                progress(done, best_loss)
+                if step == share - 1 or not math.isfinite(value.item()):
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = ramped_lr(lr, step / share, 0.05, 0.75)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    searched.copy_(centre + project_l1_ball(searched - centre, ball))
+        per_layer.append({"layer": layer, "steps": share, "radius": ball,
+                          "best_objective": layer_best})
+        if layer + 1 < depth:                 # the next layer starts from this one's best
+            with torch.no_grad():
+                features = [chain[layer + 1](f) for chain, f in
+                            zip(chains, layer_features.split(1))]
+    if best_images is None:
+        raise GGLError("the gifd stage diverged: no feature search had a finite loss")
+    return StageOutcome(best_images, best_loss, history,
+                        {"lr": lr, "radius": radius, "radius_step": radius_step,
+                         "layers": per_layer})
