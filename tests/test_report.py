@@ -207,7 +207,7 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
 
     out = tmp_path / "cmp"
     args = ["compare", "--attack", "idlg", "--attack", "ggl", "--budget", "idlg=2",
-            "--budget", "ggl=50", "--defense", "noise:0.01", "--adaptive", "--index", "0",
+            "--budget", "ggl=500", "--defense", "noise:0.01", "--adaptive", "--index", "0",
             "--index", "1", "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
     runner = CliRunner()
     result = runner.invoke(cli, args)
@@ -219,7 +219,7 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert str(out / "report.html") in result.output
     records = ResultStore(out).records().values()
-    assert {r["config"]["budget"] for r in records} == {2, 50}
+    assert {r["config"]["budget"] for r in records} == {2, 500}
     assert all(r["config"]["adaptive"] for r in records)
 
     result = runner.invoke(cli, args)            # the same command resumes: nothing runs

@@ -70,7 +70,7 @@ def test_bad_plans_are_one_clear_error(spec, budget, mentions):
 
 
 def test_stage_settings_that_cannot_work_are_errors_before_any_search():
-    with pytest.raises(GGLError, match="sample:3 cannot keep --set starts=4"):
+    with pytest.raises(GGLError, match="sample:3 cannot keep --starts 4"):
         GGL(stages="sample:3,CMA:400", starts=4)
     with pytest.raises(GGLError, match=r"CMA:120 is too small: 4 search\(es\) of CMA need "
                                        r"at least 200"):

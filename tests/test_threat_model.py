@@ -127,7 +127,8 @@ def test_attacks_reject_a_secret(lenet, observe):
     observation, secret, scenario = observe(lenet, [3])
     assert isinstance(secret, Secret)
     for name, cls in ATTACKS.items():
-        attack = cls(seed=0, budget=1, **({"population": 1} if name == "ggl" else {}))
+        attack = cls(seed=0, budget=1, **({"population": 1, "ng_method": "CMA"}
+                                          if name == "ggl" else {}))
         with pytest.raises(TypeError):
             attack.reconstruct(secret)
         with pytest.raises(TypeError):

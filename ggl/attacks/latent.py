@@ -3,7 +3,12 @@
     labels  = inferred from the shared gradient (iDLG rule for B = 1, counts for B > 1)
     images  = prior(z, labels)                       one latent per private image
     loss(z) = distance(trial gradient of images, shared gradient) + kl * KL(z)
-    z*      = optimizer(loss, budget in evaluations)  best of n_trials by gradient loss
+    z*      = the search plan (loss, budget in evaluations)   best of n_trials by gradient loss
+
+The search is a plan of stages (:mod:`ggl.attacks.stages`): ``--ng_method M`` alone is GGL
+as published (one search with M); without it the default plan scores prior draws, runs
+CMA-ES from the best four and Adam from where each ended; GIAS and GIFD stages may follow
+(:mod:`ggl.attacks.generator_stages`).
 
 The default objective is GGL's: squared L2 averaged over the parameter tensors plus 0.1 x
 the KL divergence of the latent entries' mean and spread from N(0, 1),
@@ -98,18 +103,24 @@ class GGLOptions:
     gifd_radius_step: float = 500.0
 
 
-#: the search ``ggl run`` uses when neither --stages nor --ng_method is given: shares of the
-#: budget for scoring prior draws, CMA-ES from the best DEFAULT_STARTS and Adam from where
-#: each CMA-ES ended (measured on 20 private digits, experiments/README.md "Search stages")
-DEFAULT_PLAN = (("sample", 0.2), ("CMA", 0.4), ("adam", 0.4))
+#: the search ``ggl run`` uses when neither --stages nor --ng_method is given: score prior
+#: draws (DEFAULT_SAMPLE of the budget), CMA-ES from the best DEFAULT_STARTS (the rest) and
+#: Adam from where each CMA-ES ended (DEFAULT_ADAM of the budget, at most GGL's 500 Adam
+#: steps per start: an Adam step costs ~3x a batched CMA evaluation in time). Measured on 20
+#: private digits at 5,000 evaluations (experiments/README.md "Search stages").
 DEFAULT_STARTS = 4
+DEFAULT_SAMPLE = 0.2
+DEFAULT_ADAM = 0.4
+DEFAULT_ADAM_STEPS = 500
 
 
 class GGL(Attack):
-    """Generative Gradient Leakage: latent search in a GAN prior (``--ng_method``)."""
+    """Generative Gradient Leakage: latent search in a GAN prior (``--ng_method`` or a plan
+    of ``--stages``), optionally followed by GIAS / GIFD stages on the generator."""
 
     name = "ggl"
-    summary = "GGL: search a GAN prior's latent space (CMA-ES/any nevergrad, TuRBO, Adam)"
+    summary = ("GGL: search a GAN prior's latent space (CMA-ES/any nevergrad, TuRBO, Adam; "
+               "seeded restarts, hybrid, GIAS, GIFD stages)")
     Options = GGLOptions
 
     def __init__(self, seed: int = 0, adaptive: bool = False, **overrides):
@@ -159,17 +170,19 @@ class GGL(Attack):
         if self._one_method and o.starts == 1:
             self.optimizer(o.ng_method, 0).check_budget(o.budget)   # GGL as published
         if self._default_plan:
-            least = math.ceil(DEFAULT_STARTS * (o.population or 50) / DEFAULT_PLAN[1][1])
-            if o.budget < least:
+            cma = self.plan[1].budget
+            population = o.population or 50
+            least = math.ceil(o.starts * population / (1 - DEFAULT_SAMPLE - DEFAULT_ADAM))
+            if cma < o.starts * population:
                 raise GGLError(
                     f"--budget {o.budget} is too small for the default search (sample "
-                    f"{DEFAULT_PLAN[0][1]:.0%}, CMA {DEFAULT_PLAN[1][1]:.0%} from "
-                    f"{o.starts} starts of one population of {o.population or 50} at least, "
-                    f"adam {DEFAULT_PLAN[2][1]:.0%}): give --budget >= {least}, or "
-                    f"--ng_method NAME for a one-stage search")
+                    f"{DEFAULT_SAMPLE:.0%}, adam {DEFAULT_ADAM:.0%}, and CMA from "
+                    f"{o.starts} starts of one population of {population} at least "
+                    f"in the rest): give --budget >= {least}, or --ng_method NAME for a "
+                    f"one-stage search")
         for stage in self.plan:           # every latent stage runs from `starts` starts
             if stage.kind == "sample" and stage.budget < o.starts:
-                raise GGLError(f"--stages: {stage} cannot keep --set starts={o.starts} "
+                raise GGLError(f"--stages: {stage} cannot keep --starts {o.starts} "
                                f"starts; sample at least {o.starts} latents")
             if stage.kind == "optimizer":
                 least = self.optimizer(stage.name, 0).minimum_budget() * o.starts
@@ -177,7 +190,7 @@ class GGL(Attack):
                     raise GGLError(
                         f"--budget / --stages: {stage} is too small: {o.starts} search(es) "
                         f"of {stage.name} need at least {least} evaluations (one population "
-                        f"each); give it more, or a smaller --population or --set starts")
+                        f"each); give it more, or a smaller --population or --starts")
 
     def _plan(self):
         """The stages of the search (``--stages``, or ``{ng_method}:{budget}``)."""
@@ -185,9 +198,10 @@ class GGL(Attack):
 
         o = self.options
         if self._default_plan:
-            counts = [int(o.budget * share) for _, share in DEFAULT_PLAN]
-            counts[-1] = o.budget - sum(counts[:-1])
-            return tuple(Stage(name, count) for (name, _), count in zip(DEFAULT_PLAN, counts))
+            sample = int(o.budget * DEFAULT_SAMPLE)
+            adam = min(int(o.budget * DEFAULT_ADAM), DEFAULT_ADAM_STEPS * o.starts)
+            return (Stage("sample", sample), Stage("CMA", o.budget - sample - adam),
+                    Stage("adam", adam))
         if self._one_method:
             self.optimizer(o.ng_method, 0)            # an unknown method says so here
             return (Stage(o.ng_method, o.budget),)
