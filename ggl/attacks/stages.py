@@ -206,6 +206,8 @@ def run_latent_stages(stages: tuple[Stage, ...], *, loss: VectorLoss,
         The final candidates (best first), the best-so-far loss after every evaluation,
         and one record per stage.
     """
+    # the prior draws a plan starts from (a leading sample stage replaces them; they are
+    # drawn anyway, so a plan's later draws do not depend on its first stage)
     candidates = [Candidate(v) for v in draw(starts)]
     history: list[float] = []
     records: list[StageRecord] = []
