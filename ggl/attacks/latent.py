@@ -180,12 +180,15 @@ class GGL(Attack):
                     f"{o.starts} starts of one population of {population} at least "
                     f"in the rest): give --budget >= {least}, or --ng_method NAME for a "
                     f"one-stage search")
+        self._black_box = False           # whether a stage scores whole populations
         for stage in self.plan:           # every latent stage runs from `starts` starts
             if stage.kind == "sample" and stage.budget < o.starts:
                 raise GGLError(f"--stages: {stage} cannot keep --starts {o.starts} "
                                f"starts; sample at least {o.starts} latents")
             if stage.kind == "optimizer":
-                least = self.optimizer(stage.name, 0).minimum_budget() * o.starts
+                optimizer = self.optimizer(stage.name, 0)
+                self._black_box = self._black_box or not optimizer.differentiable
+                least = optimizer.minimum_budget() * o.starts
                 if stage.budget < least:
                     raise GGLError(
                         f"--budget / --stages: {stage} is too small: {o.starts} search(es) "
@@ -368,9 +371,8 @@ class GGL(Attack):
                 "returned_stage": returned, "n_trials": o.n_trials,
                 "trial_gradient_losses": [t["gradient_loss"] for t in trials],
                 "trial_objectives": [t["objective"] for t in trials],
-                "gradient_path": objective.choose_path(1 if all(
-                    self.optimizer(s.name, 0).differentiable for s in plan
-                    if s.kind == "optimizer") else (o.population or 50)),
+                "gradient_path": objective.choose_path(
+                    (o.population or 50) if self._black_box else o.starts),
                 "latent": best["latent"].tolist(), "dropout_masks": o.dropout_masks}
         if masks is not None:
             info["mask_drop_rates"] = masks.drop_rates(best["masks"])
