@@ -13,7 +13,10 @@ class Critic(nn.Module):
     ``log2(R / 4)`` convolutions (kernel 3, stride 2, LeakyReLU 0.2) widen ``width`` ->
     ``width * 2**(n-1)`` channels down to 4x4, then a linear layer scores (GGL's 32x32 critic:
     three convolutions). A conditional critic adds the projection term
-    ``<embed(label), features>`` (Miyato & Koyama, 2018).
+    ``<embed(label), features>`` (Miyato & Koyama, 2018) and a class head on the same
+    features (:meth:`classify`, the auxiliary classifier of AC-GAN, Odena et al. 2017): the
+    critic learns the classes from real images and the generator is trained to draw images
+    it classifies as the class asked for.
     """
 
     def __init__(self, config: WGANConfig):
@@ -28,13 +31,21 @@ class Critic(nn.Module):
         self.score = nn.Linear(feature_dim, 1)
         self.projection = (nn.Embedding(config.num_classes, feature_dim)
                            if config.conditional else None)
+        self.classes = (nn.Linear(feature_dim, config.num_classes)
+                        if config.conditional else None)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score_and_classify(images, labels)[0]
+
+    def score_and_classify(self, images: torch.Tensor, labels: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(scores (N,), class logits (N, K) or None for an unconditional critic)``."""
         features = self.features(images)
         scores = self.score(features).squeeze(1)
-        if self.projection is not None:
-            scores = scores + (self.projection(labels) * features).sum(1)
-        return scores
+        if self.projection is None:
+            return scores, None
+        scores = scores + (self.projection(labels) * features).sum(1)
+        return scores, self.classes(features)
 
 
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,

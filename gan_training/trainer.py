@@ -3,6 +3,10 @@
 One generator step = ``n_critic`` critic steps (loss ``D(fake) - D(real) + lambda * GP``)
 followed by one generator step (loss ``-D(G(z))``), Adam for both — the settings of GGL's
 prior (Gulrajani et al. 2017): lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.999), batch 64.
+A conditional prior adds the auxiliary-classifier terms of AC-WGAN-GP (Odena et al. 2017;
+Gulrajani et al. 2017, section 6): ``class_weight * CE(critic's class head(real), label)`` to
+the critic's loss and ``class_weight * CE(class head(G(z, label)), label)`` to the
+generator's, so the label decides the class drawn.
 
 With ``ema > 0`` an exponential moving average of the generator's weights and BatchNorm
 statistics (``torch.optim.swa_utils.AveragedModel``; Yazici et al. 2019) is kept beside the
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 import constants
 from gan_training.checkpoint import (read_training_state, restore_training_state,
@@ -57,6 +62,7 @@ class TrainPriorConfig:
     seed: int = constants.DEFAULT_SEED
     device: str = "auto"
     ema: float = 0.0
+    class_weight: float = 1.0
 
     def validate(self) -> "TrainPriorConfig":
         for name in ("steps", "batch_size", "n_critic", "checkpoint_every", "samples"):
@@ -64,6 +70,8 @@ class TrainPriorConfig:
                 raise GGLError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.gp_weight < 0:
             raise GGLError(f"--lr must be > 0 and --gp-weight >= 0 (got {self.lr}, {self.gp_weight})")
+        if not self.class_weight >= 0:
+            raise GGLError(f"--class-weight must be >= 0, got {self.class_weight}")
         if not 0.0 <= self.ema < 1.0:
             raise GGLError(f"--ema is the moving average's decay: 0 (off) or in (0, 1), "
                            f"e.g. 0.999; got {self.ema}")
@@ -76,7 +84,7 @@ class TrainPriorConfig:
         """What a checkpoint must agree on to be resumed with this config."""
         return {k: getattr(self, k) for k in ("dataset", "batch_size", "n_critic", "gp_weight",
                                               "lr", "latent_dim", "width", "conditional",
-                                              "resolution", "seed", "ema")}
+                                              "resolution", "seed", "ema", "class_weight")}
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -219,16 +227,23 @@ class PriorTrainer:
             with torch.no_grad():
                 fake = generator(self._latents(cfg.batch_size), labels)
             epsilon = torch.rand(cfg.batch_size, generator=self.rng).to(self.device)
-            wasserstein = critic(real, labels).mean() - critic(fake, labels).mean()
+            real_scores, real_logits = critic.score_and_classify(real, labels)
+            wasserstein = real_scores.mean() - critic(fake, labels).mean()
             penalty = gradient_penalty(critic, real, fake, epsilon, labels)
             critic_loss = -wasserstein + cfg.gp_weight * penalty
+            if real_logits is not None:
+                critic_loss = critic_loss + cfg.class_weight * F.cross_entropy(real_logits, labels)
             self.optimizers["critic"].zero_grad(set_to_none=True)
             critic_loss.backward()
             self.optimizers["critic"].step()
 
         _, labels = self.batches.sample(cfg.batch_size, self.rng)
         labels = self._fake_labels(labels)
-        generator_loss = -critic(generator(self._latents(cfg.batch_size), labels), labels).mean()
+        fake_scores, fake_logits = critic.score_and_classify(
+            generator(self._latents(cfg.batch_size), labels), labels)
+        generator_loss = -fake_scores.mean()
+        if fake_logits is not None:
+            generator_loss = generator_loss + cfg.class_weight * F.cross_entropy(fake_logits, labels)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         generator_loss.backward()
         self.optimizers["generator"].step()

@@ -11,7 +11,10 @@ own channel count and resolution, and maps that output into the victim's input s
 
 Specs a user gives (``--generator``):
 
-* ``default``: the prior ggl ships for the data domain (``generators.SHIPPED_PRIORS``).
+* ``default``: the prior ggl ships for the data domain: its class-conditional one
+  (``generators.SHIPPED_CONDITIONAL_PRIORS``) where ggl ships one, else the unconditional
+  one (``generators.SHIPPED_PRIORS``).
+* ``default-unconditional`` / ``default-conditional``: one of the two, by name.
 * ``wgan-gp:PATH``: a checkpoint written by ``ggl train-prior`` (folder or file).
 * ``biggan-deep-128:DIR`` / ``biggan-deep-256:DIR`` / ``biggan-deep-512:DIR``: a
   pytorch-pretrained-biggan folder (``config.json`` + weights); see :mod:`generators.biggan`.
@@ -25,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ggl.errors import GGLError
+
+#: --generator names of the shipped priors (``default`` prefers the conditional one)
+DEFAULT_SPECS = ("default", "default-unconditional", "default-conditional")
 
 
 class Prior(nn.Module):
@@ -158,20 +164,23 @@ def build_prior(spec: str, domain: str | None) -> Prior:
     """A prior from a user's ``--generator`` spec (see the module docstring).
 
     Args:
-        spec: ``default``, ``wgan-gp:PATH`` or ``biggan-deep-{128,256,512}:DIR``.
+        spec: ``default``, ``default-unconditional``, ``default-conditional``,
+            ``wgan-gp:PATH`` or ``biggan-deep-{128,256,512}:DIR``.
         domain: the dataset name, for ``default``.
     """
-    from generators import default_prior
+    from generators import default_prior, ships_conditional_prior
     from generators.biggan import BIGGAN_MODELS, biggan_prior
 
     kind, _, location = spec.partition(":")
-    accepted = ("default, wgan-gp:PATH (a `ggl train-prior` output), "
-                + ", ".join(f"{name}:DIR" for name in BIGGAN_MODELS))
-    if kind == "default" and not location:
+    accepted = ("default, default-unconditional, default-conditional, wgan-gp:PATH (a `ggl "
+                "train-prior` output), " + ", ".join(f"{name}:DIR" for name in BIGGAN_MODELS))
+    if kind in DEFAULT_SPECS and not location:
         if domain is None:
-            raise GGLError("--generator default needs the data domain; name a generator "
+            raise GGLError(f"--generator {kind} needs the data domain; name a generator "
                            f"instead ({accepted})")
-        return wgan_gp_prior(default_prior(domain))
+        conditional = (kind == "default-conditional" or
+                       (kind == "default" and ships_conditional_prior(domain)))
+        return wgan_gp_prior(default_prior(domain, conditional))
     if kind == "wgan-gp" and location:
         return wgan_gp_prior(location)
     if kind in BIGGAN_MODELS and location:

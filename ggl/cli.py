@@ -202,7 +202,10 @@ def run(extra, quiet, control, **options):
 @click.option("--width", type=int, default=64, show_default=True,
               help="Channels of the last hidden layer (GGL's CelebA prior: 128).")
 @click.option("--latent-dim", type=int, default=128, show_default=True)
-@click.option("--conditional", is_flag=True, help="Class-conditional generator and critic.")
+@click.option("--conditional", is_flag=True,
+              help="Class-conditional generator and critic (for any dataset with labels).")
+@click.option("--class-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the auxiliary classifier terms of a --conditional prior.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--n-critic", type=int, default=5, show_default=True,
               help="Critic steps per generator step.")
@@ -441,12 +444,17 @@ def list_registered():
     click.echo("  none           the shared update itself")
     click.echo("  random-gradient  noise at each layer's norm instead of the update, the same "
                "labels and defense: what the prior and the labels alone give")
-    from generators import SHIPPED_PRIORS
+    from generators import SHIPPED_PRIORS, ships_conditional_prior
     from generators.biggan import BIGGAN_MODELS
     from optimizers import OWN_METHODS, method_names
 
+    conditional = [d for d in SHIPPED_PRIORS if ships_conditional_prior(d)]
     click.echo("generators (--generator):")
-    click.echo(f"  default        the shipped prior of the dataset ({', '.join(SHIPPED_PRIORS)})")
+    click.echo(f"  default        the shipped prior of the dataset: its class-conditional one, "
+               f"drawing the labels the attack inferred or was given, where ggl ships one "
+               f"({', '.join(conditional) or 'none'}), else the unconditional one "
+               f"({', '.join(SHIPPED_PRIORS)})")
+    click.echo("  default-unconditional, default-conditional  one of the two by name")
     click.echo("  wgan-gp:PATH   a `ggl train-prior` output folder")
     for name in BIGGAN_MODELS:
         click.echo(f"  {name}:DIR  pytorch-pretrained-biggan folder (config.json + weights)")

@@ -246,19 +246,55 @@ class GradientMatching:
 
     # -- loss ------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._losses(images, labels, None)[0]
+
+    def split_losses(self, images: torch.Tensor, labels: torch.Tensor,
+                     held_out: Gradients) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss on the gradient entries outside ``held_out`` and the distance on those
+        inside, from one set of trial gradients (``P`` evaluations, as one call).
+
+        Args:
+            held_out: one 0/1 mask per parameter, shaped like it (see :func:`holdout_masks`).
+        Returns:
+            ``(fit (P,), held-out (P,))``; the TV term is part of ``fit`` only.
+        """
+        return self._losses(images, labels, held_out)
+
+    def _losses(self, images: torch.Tensor, labels: torch.Tensor,
+                held_out: Gradients | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if images.dim() != 5:
             raise GGLError(f"candidates must be (P, B, C, H, W), got shape {tuple(images.shape)}")
         num_candidates = images.shape[0]
         labels = self._labels_for(labels, num_candidates)
         step = self.chunk_size or self._auto_chunk(num_candidates)
-        losses = []
+        if held_out is not None:
+            kept = [1 - m for m in held_out]
+            fit_target = [g * m for g, m in zip(self.target, kept)]
+            check_target = [g * m for g, m in zip(self.target, held_out)]
+        losses, checks = [], []
         for start in range(0, num_candidates, step):
             trial = self.trial_gradients(images[start:start + step], labels[start:start + step])
             if self.trial_transform is not None:
                 trial = self.trial_transform(trial)
-            losses.append(self.distance(trial, self.target, self.weights))
+            if held_out is None:
+                losses.append(self.distance(trial, self.target, self.weights))
+                continue
+            losses.append(self.distance([t * m for t, m in zip(trial, kept)], fit_target,
+                                        self.weights))
+            checks.append(self.distance([t * m for t, m in zip(trial, held_out)],
+                                        check_target, self.weights))
         loss = torch.cat(losses)
         if self.tv:
             loss = loss + self.tv * total_variation(images)
         self.evaluations += images.shape[0]
-        return loss
+        return loss, (torch.cat(checks) if checks else None)
+
+
+def holdout_masks(target: Sequence[torch.Tensor], fraction: float, seed: int) -> Gradients:
+    """0/1 masks choosing ``fraction`` of every parameter tensor's gradient entries at random
+    (seeded; drawn on the CPU): the entries a stage holds out of its fit to see whether it
+    still matches the gradient where it did not look (it stops improving there when it fits
+    noise instead of the image)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.rand(g.shape, generator=generator) < fraction).to(g.device, g.dtype)
+            for g in target]

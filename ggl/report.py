@@ -140,6 +140,7 @@ class Entry:
     private_indices: list | None = None
     history: tuple[list, list] | None = None
     likelihood: str | None = None     # the noise likelihood an adaptive attack matched with
+    search: dict | None = None        # a latent attack's resolved search (see _search)
     # filled by :func:`_describe`
     defense: str = "none"
     chain: list = field(default_factory=list)
@@ -224,6 +225,29 @@ def _likelihood(run: dict | None) -> str | None:
     return model.get("likelihood")
 
 
+def _search(run: dict | None) -> dict | None:
+    """A latent attack's resolved search from run.json's ``info``: ``{"plan": "sample:1000,
+    CMA:4000", "starts": 4, "prior": "mnist-wgan-gp", "returned": "latent search",
+    "stages": [{"stage", "evaluations", "seconds"}, ...]}``; None for other attacks or
+    records that do not say (malformed fields are left out, never trusted)."""
+    info = (run or {}).get("info")
+    if not isinstance(info, dict) or not isinstance(info.get("stages"), list):
+        return None
+    stages = [str(s) for s in info["stages"]]
+    records = info.get("stage_records")
+    records = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+    generator = info.get("generator")
+    starts = info.get("starts")
+    return {"plan": ",".join(stages),
+            "starts": starts if isinstance(starts, int) and not isinstance(starts, bool) else None,
+            "prior": Path(str(generator).partition(":")[2] or str(generator)).name
+            if generator else None,
+            "returned": str(info.get("returned_stage") or "latent search"),
+            "stages": [{"stage": str(r.get("stage")),
+                        "evaluations": _finite_or_none(r.get("evaluations")),
+                        "seconds": _finite_or_none(r.get("seconds"))} for r in records]}
+
+
 def _store_entries(root: Path) -> list[Entry]:
     from ggl.sweep import ResultStore
 
@@ -239,7 +263,8 @@ def _store_entries(root: Path) -> list[Entry]:
             traceback=record.get("traceback"), attempt=record.get("attempt") or 1,
             run_dir=run_dir if done else None,
             private_indices=(run or {}).get("private_indices"),
-            history=_history(run) if done else None, likelihood=_likelihood(run)))
+            history=_history(run) if done else None, likelihood=_likelihood(run),
+            search=_search(run) if done else None))
     return entries
 
 
@@ -260,7 +285,7 @@ def _run_entries(root: Path) -> list[Entry]:
             error=None if loss is not None else
             f"the gradient-matching loss is {run.get('loss')} (not finite)",
             run_dir=path.parent, private_indices=run.get("private_indices"),
-            history=_history(run), likelihood=_likelihood(run)))
+            history=_history(run), likelihood=_likelihood(run), search=_search(run)))
     return entries
 
 
@@ -331,10 +356,31 @@ def _flat_settings(config: dict) -> dict:
     return flat
 
 
+#: config fields a latent attack's resolved search (``search=...``) states in full
+SEARCH_FIELDS = ("budget", "extra.budget", "extra.ng_method", "extra.stages", "extra.starts")
+
+
+def _search_label(search: dict) -> str:
+    """``sample:1000,CMA:4000 x4``: the resolved plan and its starts (when more than one)."""
+    starts = search.get("starts")
+    return search["plan"] + (f" x{starts}" if starts and starts > 1 else "")
+
+
 def _describe(entries: Sequence[Entry]) -> None:
     """Fill each entry's defense label, chain and ``setting``: the fields that take more
-    than one value among the cells of its attack (``budget=100``, ``model=convnet``)."""
+    than one value among the cells of its attack (``budget=100``, ``model=convnet``; an
+    unset one is None, see :func:`setting_text`). A latent attack's search settings are shown as the
+    plan it resolved them to (``search=sample:1000,CMA:4000 x4``), and its prior by name
+    when the cells of the attack drew from more than one (``--generator default`` takes the
+    conditional prior where one is shipped)."""
     flats = [_flat_settings(e.config) for e in entries]
+    for entry, flat in zip(entries, flats):
+        if entry.search is not None:
+            for key in SEARCH_FIELDS:
+                flat.pop(key, None)
+            flat["search"] = json.dumps(_search_label(entry.search))
+            if entry.search.get("prior"):
+                flat["prior"] = json.dumps(entry.search["prior"])
     varying: set[str] = set()
     by_attack: dict[str, dict[str, set]] = {}
     keys = set().union(*flats)
@@ -363,8 +409,13 @@ def line_label(line: tuple) -> str:
     """``ig``, ``ig adaptive``, ``ggl adaptive budget=500``: one attack line."""
     attack, adaptive, setting = line
     parts = [attack] + (["adaptive"] if adaptive else [])
-    parts += [f"{key}={_short(value)}" for key, value in setting]
-    return " ".join(parts)
+    return " ".join(parts + ([setting_text(setting)] if setting_text(setting) else []))
+
+
+def setting_text(setting: tuple) -> str:
+    """``budget=500 search=CMA:500``: the settings that are set (an unset one, a field other
+    cells of the attack set, is left out of the text but still tells the rows apart)."""
+    return " ".join(f"{key}={_short(value)}" for key, value in setting if value is not None)
 
 
 def _short(value: Any) -> str:
@@ -448,7 +499,7 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
         attack, adaptive, setting = row.line
         cells = [row.defense, attack, "yes" if adaptive else "no"]
         if settings:
-            cells.append(" ".join(f"{k}={_short(v)}" for k, v in setting) or "-")
+            cells.append(setting_text(setting) or "-")
         cells += [str(len(row.entries)), str(row.failed)]
         cells += [format_stat([e.values.get(c.key) for e in row.done], c.digits, c.scale)
                   for c in COLUMNS]
@@ -458,6 +509,37 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
             cells += [format_stat(row.leaks(c.key), c.digits, c.scale) for c in LEAK_COLUMNS]
         body.append(cells)
     return header, body
+
+
+def stage_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]] | None:
+    """The search-stages table (latent attacks): per summary row, each stage's mean
+    evaluations and seconds over the row's done cells, and which stage's images each cell
+    returned (the lowest gradient loss wins). None when no row searched in stages."""
+    body = []
+    for row in rows:
+        searched = [e.search for e in row.done if e.search is not None and e.search["stages"]]
+        if not searched:
+            continue
+        totals: dict[str, list] = {}
+        for search in searched:
+            for record in search["stages"]:
+                totals.setdefault(record["stage"], []).append(record)
+        stages = "; ".join(
+            f"{name} {format_stat([r['evaluations'] for r in records], 0)} ev, "
+            f"{format_stat([r['seconds'] for r in records], 1)} s"
+            for name, records in totals.items())
+        returned = {}
+        for search in searched:
+            returned[search["returned"]] = returned.get(search["returned"], 0) + 1
+        attack, adaptive, setting = row.line
+        body.append([row.defense, attack, "yes" if adaptive else "no",
+                     setting_text(setting) or "-", stages,
+                     ", ".join(f"{name} {count}/{len(searched)}"
+                               for name, count in returned.items())])
+    if not body:
+        return None
+    return ["defense", "attack", "adaptive", "setting", "stages (mean evaluations, seconds)",
+            "returned"], body
 
 
 def _md_escape(text: str) -> str:
@@ -792,6 +874,11 @@ def render_markdown(name: str, kind: str, root: Path, entries: Sequence[Entry], 
            f"{kind} `{root}`: **{len(entries)} cells, {done} done, {len(failed)} failed** "
            f"(generated {stamp}).", "", "## Summary", "", table, ""]
     out += [f"* {note}" for note in _notes(entries)] + [""]
+    stages = stage_cells(summary_rows(entries))
+    if stages is not None:
+        out += ["## Search stages", "", markdown_table(*stages), "",
+                "* The stages of each latent search as run.json records them; returned: the "
+                "stage whose images the attack returned (the lowest gradient loss of all).", ""]
     for section, title in SECTIONS:
         members = [f for f in figures if f.section == section]
         if not members:
@@ -882,6 +969,12 @@ def render_html(name: str, kind: str, root: Path, entries: Sequence[Entry],
              "<ul>" + "".join(f'<li class="note">{escape(n.replace("`", ""))}</li>'
                             for n in _notes(entries)) +
              "</ul>"]
+    stages = stage_cells(summary_rows(entries))
+    if stages is not None:
+        parts += ['<h2 id="stages">Search stages</h2>', _html_table(*stages, 6),
+                  '<p class="note">The stages of each latent search as run.json records '
+                  'them; returned: the stage whose images the attack returned (the lowest '
+                  'gradient loss of all).</p>']
     for section, title in SECTIONS:
         members = [f for f in figures if f.section == section]
         if not members:

@@ -156,7 +156,7 @@ def test_gallery_appends_images_beyond_the_limit(mnist, monkeypatch):
 def prior():
     from generators.prior import build_prior
 
-    return build_prior("default", "mnist").bind((1, 32, 32), (0.5,), (0.5,))
+    return build_prior("default-unconditional", "mnist").bind((1, 32, 32), (0.5,), (0.5,))
 
 
 def test_the_ceiling_of_an_image_drawn_by_the_prior_is_nearly_exact(prior):

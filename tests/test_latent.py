@@ -75,14 +75,52 @@ def test_prior_output_of_a_candidate_does_not_depend_on_the_population():
 
 
 def test_shipped_default_prior_is_used_for_mnist():
-    prior = build_prior("default", "mnist").bind((1, 32, 32), MEAN, STD)
+    prior = build_prior("default-unconditional", "mnist").bind((1, 32, 32), MEAN, STD)
     assert prior.latent_dim == 128 and not prior.conditional
     images = prior(prior.sample_latent(3))
     assert images.shape == (3, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
 
 
+def test_default_prefers_the_shipped_conditional_prior():
+    chosen = build_prior("default", "mnist")
+    conditional = build_prior("default-conditional", "mnist")
+    assert chosen.conditional and chosen.name == conditional.name
+    assert chosen.num_classes == 10 and chosen.name.endswith("mnist-wgan-gp-conditional")
+
+
+def test_shipped_conditional_prior_draws_the_class_it_is_given():
+    """The independent judge (trained on the public split only) sees the class asked for."""
+    from ggl.data import load_dataset
+    from ggl.judge import load_judge
+
+    data = load_dataset("mnist")
+    judge, _ = load_judge(data)
+    prior = build_prior("default-conditional", "mnist").bind((1, 32, 32), MEAN, STD)
+    labels = torch.arange(10).repeat_interleave(30)
+    with torch.no_grad():
+        images = prior(prior.sample_latent(len(labels), torch.Generator().manual_seed(0)),
+                       labels)
+    agreed = (judge.predict(images) == labels).float()
+    assert agreed.mean() >= 0.9, agreed.mean()
+    assert min(agreed[labels == c].mean() for c in range(10)) >= 0.6
+
+
+def test_a_conditional_prior_must_draw_the_victims_classes(tmp_path):
+    from gan_training.checkpoint import save_generator
+
+    five = WGANGenerator(WGANConfig(width=4, latent_dim=8, num_classes=5))
+    save_generator(tmp_path / "five", five, {"generator": five.config.to_dict(), "step": 0})
+    result = CliRunner().invoke(cli, ["run", "--generator", f"wgan-gp:{tmp_path / 'five'}",
+                                      "--ng_method", "CMA", "--budget", "100", "--quiet",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert "draws 5 classes, the victim predicts 10" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_generator_spec_errors(tmp_path):
-    with pytest.raises(GGLError, match="accepted: default, wgan-gp:PATH"):
+    with pytest.raises(GGLError, match="accepted: default, default-unconditional"):
         build_prior("stylegan:x", "mnist")
     with pytest.raises(GGLError, match="ships a prior for mnist only"):
         build_prior("default", "cifar10")

@@ -256,3 +256,32 @@ def test_an_adaptive_likelihood_is_shown_instead_of_the_distance_it_replaced():
     assert [e.setting for e in entries] == [
         (("distance", "l2"),), (("distance", "l1"),),
         (("distance", "gaussian(0.1) likelihood"),)]
+
+
+def test_a_latent_search_is_shown_as_its_resolved_plan_with_a_table_of_its_stages():
+    from ggl.report import Entry, _describe, line_label, stage_cells, summary_rows
+
+    def entry(extra, plan, starts, returned, seconds):
+        config = {"attack": "ggl", "defense": [], "index": [0], "seed": 0, "budget": None,
+                  "extra": extra}
+        stages = [{"stage": s.split(":")[0], "evaluations": float(s.split(":")[1]),
+                   "seconds": seconds} for s in plan]
+        search = {"plan": ",".join(plan), "starts": starts, "prior": "mnist-wgan-gp",
+                  "returned": returned, "stages": stages}
+        return Entry(cell_id=str(plan), status="done", config=config, values={},
+                     search=search)
+
+    entries = [entry({"ng_method": "CMA", "budget": 500}, ["CMA:500"], 1, "latent search",
+                     2.0),
+               entry({"budget": 500}, ["sample:100", "CMA:200", "adam:200"], 4,
+                     "latent search", 1.0),
+               entry({"stages": "CMA:300,gias:200", "holdout": 0.1}, ["CMA:300", "gias:200"],
+                     1, "gias", 3.0)]
+    _describe(entries)
+    assert [line_label(e.line) for e in entries] == [
+        "ggl search=CMA:500", "ggl search=sample:100,CMA:200,adam:200 x4",
+        "ggl holdout=0.1 search=CMA:300,gias:200"]
+    header, body = stage_cells(summary_rows(entries))
+    assert header[-2:] == ["stages (mean evaluations, seconds)", "returned"]
+    assert body[1][4] == "sample 100 ev, 1.0 s; CMA 200 ev, 1.0 s; adam 200 ev, 1.0 s"
+    assert [row[5] for row in body] == ["latent search 1/1", "latent search 1/1", "gias 1/1"]

@@ -10,7 +10,7 @@ from ggl.attacks.latent import GGL
 from ggl.attacks.stages import parse_plan
 from ggl.cli import cli
 from ggl.errors import GGLError
-from ggl.objective import GradientMatching
+from ggl.objective import GradientMatching, holdout_masks
 
 MEAN, STD = (0.5,), (0.5,)
 
@@ -121,13 +121,13 @@ def generator_problem(lenet):
                                  list(lenet.parameters()))
     objective = GradientMatching(lenet, target, distance="l2")
     latents = prior.sample_latent(1, torch.Generator().manual_seed(3))
-    return prior, latents, labels, lambda images: objective(images, labels)
+    return prior, latents, labels, lambda images: (objective(images, labels), None)
 
 
 def test_gias_lowers_the_objective_and_leaves_the_prior_untouched(generator_problem):
     prior, latents, labels, objective = generator_problem
     before = {k: v.clone() for k, v in prior.net.state_dict().items()}
-    start = objective(prior(latents)[None]).item()
+    start = objective(prior(latents)[None])[0].item()
     outcome = gias(prior, latents, labels, objective, steps=40, lr=1e-2, reg=1.0,
                    progress=lambda *args: None)
     assert outcome.loss < 0.9 * start and len(outcome.history) == 40
@@ -140,12 +140,69 @@ def test_gias_lowers_the_objective_and_leaves_the_prior_untouched(generator_prob
 
 def test_gifd_lowers_the_objective_inside_its_l1_balls(generator_problem):
     prior, latents, labels, objective = generator_problem
-    start = objective(prior(latents)[None]).item()
+    start = objective(prior(latents)[None])[0].item()
     outcome = gifd(prior, latents, labels, objective, steps=60, lr=0.01, radius=5.0,
                    radius_step=2.0, progress=lambda *args: None)
     layers = outcome.facts["layers"]
     assert [(l["steps"], l["radius"]) for l in layers] == [(30, 5.0), (30, 7.0)]
     assert outcome.loss < 0.9 * start and len(outcome.history) == 60
+
+
+def test_held_out_entries_split_the_loss_and_are_scored_in_the_same_evaluation(lenet):
+    images = torch.rand(3, 1, 1, 32, 32)
+    labels = torch.tensor([3])
+    target = torch.autograd.grad(torch.nn.functional.cross_entropy(
+        lenet(torch.rand(1, 1, 32, 32)), labels), list(lenet.parameters()))
+    objective = GradientMatching(lenet, target, distance="l2", layer_weights="sum")
+    held_out = holdout_masks(objective.target, 0.2, seed=0)
+    share = sum(m.sum() for m in held_out) / sum(m.numel() for m in held_out)
+    assert 0.18 < share < 0.22
+    assert all(torch.equal(a, b) for a, b in zip(held_out, holdout_masks(target, 0.2, seed=0)))
+    fit, check = objective.split_losses(images, labels, held_out)
+    assert objective.evaluations == 3                     # one set of trial gradients
+    assert torch.allclose(fit + check, objective(images, labels), rtol=1e-5)
+    assert torch.all(check > 0) and torch.all(fit > check)
+
+
+def test_gias_with_held_out_entries_keeps_the_images_that_match_them_best(generator_problem,
+                                                                           lenet):
+    prior, latents, labels, _ = generator_problem
+    secret = prior(prior.sample_latent(1, torch.Generator().manual_seed(5)))
+    target = torch.autograd.grad(torch.nn.functional.cross_entropy(lenet(secret), labels),
+                                 list(lenet.parameters()))
+    noise = torch.Generator().manual_seed(1)           # noise far above the gradient's scale
+    noisy = [g + 0.1 * torch.randn(g.shape, generator=noise) for g in target]
+    objective = GradientMatching(lenet, noisy, distance="l2")
+    held_out = holdout_masks(noisy, 0.2, seed=0)
+    checks = []
+
+    def score(images):
+        fit, check = objective.split_losses(images, labels, held_out)
+        checks.append(check.item())
+        return fit, check
+
+    outcome = gias(prior, latents, labels, score, steps=40, lr=1e-2, reg=0.0,
+                   progress=lambda *args: None)
+    assert outcome.loss == pytest.approx(min(checks))
+    assert outcome.start_loss == pytest.approx(checks[0])
+    assert outcome.facts["best_step"] == checks.index(min(checks))
+
+
+def test_holdout_is_checked_where_the_run_is_resolved(lenet, observe):
+    with pytest.raises(GGLError, match="holdout applies to the gias and gifd stages"):
+        GGL(stages="CMA:100", holdout=0.1)
+    with pytest.raises(GGLError, match=r"0 \(none\) or in \(0, 1\)"):
+        GGL(stages="CMA:100,gias:20", holdout=1.5)
+
+
+def test_a_plan_with_holdout_records_it_and_scores_the_winner_on_the_whole_gradient(
+        tiny_attack):
+    attack, observation = tiny_attack(stages="CMA:200,gias:30", gias_lr=1e-2, holdout=0.2)
+    result = attack.reconstruct(observation)
+    gias_record = result.info["stage_records"][1]
+    assert gias_record["holdout"] == 0.2
+    winner_scored = result.info["returned_stage"] != "latent search"
+    assert result.evaluations == 200 + 1 + 30 + winner_scored
 
 
 def test_l1_projection_is_the_closest_point_of_the_ball():

@@ -59,6 +59,22 @@ def test_conditional_generator_draws_by_class_and_demands_labels():
         generator(z)
 
 
+@pytest.mark.parametrize("class_weight", [1.0, 0.0])
+def test_conditional_training_teaches_the_critics_class_head_by_its_weight(tmp_path,
+                                                                          class_weight):
+    trainer = PriorTrainer(tiny_config(tmp_path, conditional=True, class_weight=class_weight))
+    assert trainer.critic.classes.out_features == 10
+    head = trainer.critic.classes.weight.detach().clone()
+    trainer.train_step()
+    moved = not torch.equal(head, trainer.critic.classes.weight)
+    assert moved == (class_weight > 0)
+
+
+def test_class_weight_must_be_a_weight(tmp_path):
+    _user_error(_cli("--conditional", "--class-weight", -1, "--out", tmp_path),
+                "--class-weight must be >= 0")
+
+
 # --- training does what a WGAN-GP should --------------------------------------------------
 def test_training_lowers_the_wasserstein_estimate_on_offline_mnist(tmp_path, mnist):
     """A fresh critic finds the trained generator's samples closer to the public digits."""

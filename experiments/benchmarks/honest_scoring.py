@@ -5,8 +5,8 @@
 
 Prints (and writes as JSON) the shipped offline-MNIST judge's accuracy on every private
 digit (per class too), and the distribution of ``ceiling_psnr`` -- each private digit
-projected into the shipped prior exactly as ``ggl run`` does it (``ggl.ceiling.project``) --
-for the given private indices (default: the baseline table's 200..219 and 20 more,
+projected into the shipped unconditional prior exactly as ``ggl run`` does it
+(``ggl.ceiling.project``) -- for the given private indices (default: the baseline table's 200..219 and 20 more,
 300..319), with the judge's verdict on each projection and the seconds per digit.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"judge ({source}): {accuracy:.1%} on {len(labels)} private digits; per class "
           + ", ".join(f"{c}: {a:.0%}" for c, a in per_class.items()))
 
-    prior = build_prior("default", "mnist").bind(data.shape, data.mean, data.std)
+    prior = build_prior("default-unconditional", "mnist").bind(data.shape, data.mean, data.std)
     rows = []
     for index in args.index:
         image, label = data.private_batch([index])

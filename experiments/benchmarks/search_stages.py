@@ -1,6 +1,6 @@
 """GGL search plans on chosen private digits: judge, PSNR, search gap and time per plan.
 
-    OMP_NUM_THREADS=1 python experiments/benchmarks/search_stages.py DIGITS PLANS [DEFENSE] [OUT]
+    OMP_NUM_THREADS=1 python experiments/benchmarks/search_stages.py DIGITS PLANS [DEFENSE] [OUT] [MODEL]
 
     DIGITS   comma-separated private indices, e.g. 200,201,202
     PLANS    JSON: name -> GGL options, e.g.
@@ -9,8 +9,9 @@
     DEFENSE  none or one --defense spec (compression:90 is modelled: --adaptive); default
              compression:90
     OUT      JSONL file the rows are appended to (default search_stages.jsonl)
+    MODEL    the victim (default lenet; resnet18 as in the baseline: untrained, eval mode)
 
-One victim and observation per digit (LeNet, the run's seed 0, as `ggl run --index D`),
+One victim and observation per digit (the run's seed 0, as `ggl run --index D`),
 every plan attacks the same observation; each row is scored as `ggl run` scores (judge,
 identifiability, ceiling, search gap) and carries each stage's best objective and seconds.
 The attack's own wall time is measured on one thread; compare plans as ratios from one run.
@@ -24,7 +25,7 @@ import time
 import torch
 
 
-def main(digits: list[int], plans: dict, defense: str, out_path: str) -> None:
+def main(digits: list[int], plans: dict, defense: str, out_path: str, model: str) -> None:
     from ggl.api import honest_score, prepare
     from ggl.attacks.latent import GGL
     from ggl.config import RunConfig
@@ -32,7 +33,8 @@ def main(digits: list[int], plans: dict, defense: str, out_path: str) -> None:
     torch.set_num_threads(1)
     with open(out_path, "a") as out:
         for digit in digits:
-            config = RunConfig(index=(digit,), defense=() if defense == "none" else (defense,),
+            config = RunConfig(index=(digit,), model=model,
+                               defense=() if defense == "none" else (defense,),
                                adaptive=defense.startswith("compression"),
                                device="cpu").validate()
             torch.manual_seed(config.seed)
@@ -44,10 +46,12 @@ def main(digits: list[int], plans: dict, defense: str, out_path: str) -> None:
                 reconstruction = attack.reconstruct(observation)
                 seconds = time.perf_counter() - began
                 scores = honest_score(observation, reconstruction, secret, data, device)
-                row = {"digit": digit, "plan": name, "defense": defense,
+                row = {"digit": digit, "model": model, "plan": name, "defense": defense,
                        "stages": attack.options.stages, "starts": attack.options.starts,
                        "psnr": scores.psnr, "ssim": scores.ssim,
                        "judge_accuracy": scores.judge_accuracy,
+                       "identifiability": scores.identifiability,
+                       "generator": reconstruction.info["generator"],
                        "ceiling_psnr": scores.ceiling_psnr, "search_gap": scores.search_gap,
                        "gradient_loss": reconstruction.loss,
                        "evaluations": reconstruction.evaluations, "seconds": seconds,
@@ -65,4 +69,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     main([int(d) for d in sys.argv[1].split(",")], json.loads(sys.argv[2]),
          sys.argv[3] if len(sys.argv) > 3 else "compression:90",
-         sys.argv[4] if len(sys.argv) > 4 else "search_stages.jsonl")
+         sys.argv[4] if len(sys.argv) > 4 else "search_stages.jsonl",
+         sys.argv[5] if len(sys.argv) > 5 else "lenet")

@@ -73,6 +73,9 @@ class GGLOptions:
     else 1); ``gias_*`` and ``gifd_*``: those stages' settings
     (:mod:`ggl.attacks.generator_stages`; GIFD's radii are the paper's, its step size was
     measured: 0.01 lowered the loss most of 0.1 / 0.01 / 0.001 on the shipped prior).
+    ``holdout``: the share of the gradient's entries the gias / gifd stages leave out of
+    their fit and keep the best images by (0: none, as the papers; against noise in the
+    gradient, see :mod:`ggl.attacks.generator_stages`).
     """
 
     budget: int = 25_000
@@ -101,6 +104,7 @@ class GGLOptions:
     gifd_lr: float = 0.01
     gifd_radius: float = 2000.0
     gifd_radius_step: float = 500.0
+    holdout: float = 0.0
 
 
 #: the search ``ggl run`` uses when neither --stages nor --ng_method is given: score prior
@@ -155,12 +159,18 @@ class GGL(Attack):
         for name in ("gias_lr", "gifd_lr", "gifd_radius"):
             if getattr(o, name) <= 0:
                 raise GGLError(f"{name} must be > 0, got {getattr(o, name)}")
+        if not 0.0 <= o.holdout < 1.0:
+            raise GGLError(f"holdout is the share of gradient entries the gias / gifd stages "
+                           f"hold out: 0 (none) or in (0, 1), e.g. 0.1; got {o.holdout}")
         if o.starts is None:
             o.starts = DEFAULT_STARTS if self._default_plan else 1
         if o.starts < 1:
             raise GGLError(f"--starts must be at least 1, got {o.starts}")
         self.plan = self._plan()
         o.stages = ",".join(str(stage) for stage in self.plan)   # recorded as resolved
+        if o.holdout and not any(s.kind in GENERATOR_STAGES for s in self.plan):
+            raise GGLError("holdout applies to the gias and gifd stages, and the search "
+                           f"{o.stages} has neither: add one to --stages or leave holdout out")
         methods = [s.name for s in self.plan if s.kind == "optimizer"]
         if o.dropout_masks == "model" and set(methods) != {"adam"}:
             raise GGLError("--dropout-masks model optimizes the masks by gradient descent "
@@ -358,12 +368,10 @@ class GGL(Attack):
         returned = "latent search"
         if generator_stages:
             with under(best["masks"]):
-                outcome = self._generator_stages(
+                images, final_loss, returned = self._generator_stages(
                     generator_stages, prior, best["latent"].reshape(batch, dim), labels,
-                    objective, records, history,
+                    objective, records, history, images, final_loss,
                     lambda n, value: progress(total - generator_budget + n, total, value))
-            if outcome is not None and outcome[1] < final_loss:
-                images, final_loss, returned = outcome
         info = {"label_method": "known" if observation.labels is not None else "inferred",
                 "generator": prior.name, "ng_method": o.ng_method if self._one_method else None,
                 "stages": [str(s) for s in plan], "starts": o.starts,
@@ -404,18 +412,25 @@ class GGL(Attack):
                                    f"each at least; give gifd:{depth} or more")
 
     def _generator_stages(self, stages, prior, latents, labels, objective, records, history,
-                          progress):
-        """Run gias / gifd from the best latents ``(B, d)``; returns ``(images (B, C, H, W),
-        gradient loss, stage name)`` of the best of them, or None."""
+                          images, gradient_loss, progress):
+        """Run gias / gifd from the best latents ``(B, d)``, whose images ``(B, C, H, W)``
+        have ``gradient_loss``. Returns ``(images, gradient loss, name)`` of the stage
+        (``"latent search"`` included) with the lowest gradient loss, or with ``holdout``
+        the lowest distance on the held-out entries (then one more evaluation scores the
+        winner on the whole gradient)."""
         from ggl.attacks.generator_stages import gias, gifd
         from ggl.attacks.stages import StageRecord
+        from ggl.objective import holdout_masks
 
         o = self.options
         latents = latents.to(labels.device)
+        held_out = holdout_masks(objective.target, o.holdout, self.seed) if o.holdout else None
         best, nets, done = None, None, 0
 
-        def score(images: torch.Tensor) -> torch.Tensor:
-            return objective(images, labels)
+        def score(candidates: torch.Tensor):
+            if held_out is None:
+                return objective(candidates, labels), None
+            return objective.split_losses(candidates, labels, held_out)
 
         for stage in stages:
             began = time.perf_counter()
@@ -429,12 +444,19 @@ class GGL(Attack):
                                o.gifd_radius, o.gifd_radius_step, report, nets)
             done += stage.budget
             extend_history(history, outcome.history)
+            facts = {**outcome.facts, **({"holdout": o.holdout} if o.holdout else {})}
             records.append(StageRecord(stage.name, stage.budget, stage.budget,
-                                       time.perf_counter() - began, 1, outcome.loss,
-                                       outcome.facts))
-            if best is None or outcome.loss < best[1]:
+                                       time.perf_counter() - began, 1, outcome.loss, facts))
+            if best is None:       # every stage starts by scoring the latent search's images
+                best = (images, outcome.start_loss, "latent search")
+            if outcome.loss < best[1]:
                 best = (outcome.images, outcome.loss, stage.name)
-        return best
+        if best[2] == "latent search":
+            return images, gradient_loss, best[2]
+        if held_out is None:
+            return best
+        with torch.no_grad():
+            return best[0], objective(best[0][None], labels)[0].item(), best[2]
 
     def _refine(self, observation, objective, images, labels, latent_loss):
         """Pixel-space Adam from the generated images; kept only if the loss drops."""
