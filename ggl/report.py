@@ -370,17 +370,17 @@ def _describe(entries: Sequence[Entry]) -> None:
     """Fill each entry's defense label, chain and ``setting``: the fields that take more
     than one value among the cells of its attack (``budget=100``, ``model=convnet``; an
     unset one is None, see :func:`setting_text`). A latent attack's search settings are shown as the
-    plan it resolved them to (``search=sample:1000,CMA:4000 x4``), and its prior by name
-    when the cells of the attack drew from more than one (``--generator default`` takes the
-    conditional prior where one is shipped)."""
+    plan it resolved them to (``search=sample:1000,CMA:4000 x4``), and, where no generator
+    was named, its prior by name when the cells of the attack drew from more than one
+    (``--generator default`` takes the conditional prior where one is shipped)."""
     flats = [_flat_settings(e.config) for e in entries]
     for entry, flat in zip(entries, flats):
         if entry.search is not None:
             for key in SEARCH_FIELDS:
                 flat.pop(key, None)
             flat["search"] = json.dumps(_search_label(entry.search))
-            if entry.search.get("prior"):
-                flat["prior"] = json.dumps(entry.search["prior"])
+            if entry.search.get("prior") and "extra.generator" not in flat:
+                flat["prior"] = json.dumps(entry.search["prior"])   # what `default` meant
     varying: set[str] = set()
     by_attack: dict[str, dict[str, set]] = {}
     keys = set().union(*flats)

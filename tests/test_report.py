@@ -285,3 +285,19 @@ def test_a_latent_search_is_shown_as_its_resolved_plan_with_a_table_of_its_stage
     assert header[-2:] == ["stages (mean evaluations, seconds)", "returned"]
     assert body[1][4] == "sample 100 ev, 1.0 s; CMA 200 ev, 1.0 s; adam 200 ev, 1.0 s"
     assert [row[5] for row in body] == ["latent search 1/1", "latent search 1/1", "gias 1/1"]
+
+
+def test_cells_of_one_config_that_drew_from_different_priors_are_told_apart():
+    from ggl.report import Entry, _describe, line_label
+
+    def entry(prior):
+        config = {"attack": "ggl", "defense": [], "index": [0], "seed": 0,
+                  "extra": {"budget": 500}}
+        search = {"plan": "sample:100,CMA:200,adam:200", "starts": 4, "prior": prior,
+                  "returned": "latent search", "stages": []}
+        return Entry(cell_id=prior, status="done", config=config, values={}, search=search)
+
+    entries = [entry("mnist-wgan-gp"), entry("mnist-wgan-gp-conditional")]
+    _describe(entries)
+    assert [line_label(e.line) for e in entries] == [
+        "ggl prior=mnist-wgan-gp", "ggl prior=mnist-wgan-gp-conditional"]
