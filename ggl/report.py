@@ -369,8 +369,8 @@ def _search_label(search: dict) -> str:
 def _describe(entries: Sequence[Entry]) -> None:
     """Fill each entry's defense label, chain and ``setting``: the fields that take more
     than one value among the cells of its attack (``budget=100``, ``model=convnet``; an
-    unset one is None, see :func:`setting_text`). A latent attack's search settings are shown as the
-    plan it resolved them to (``search=sample:1000,CMA:4000 x4``), and, where no generator
+    unset one is None, see :func:`setting_text`). A latent attack's search settings are
+    shown as the plan it resolved them to (``search=sample:1000,CMA:4000 x4``), and, where no generator
     was named, its prior by name when the cells of the attack drew from more than one
     (``--generator default`` takes the conditional prior where one is shipped)."""
     flats = [_flat_settings(e.config) for e in entries]
@@ -511,10 +511,16 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+#: what the search-stages table's "returned" column means
+STAGES_NOTE = ("The stages of each latent search as run.json records them; returned: the stage "
+               "whose images the attack returned (the lowest gradient loss, or with holdout "
+               "the lowest distance on the held-out gradient entries).")
+
+
 def stage_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]] | None:
     """The search-stages table (latent attacks): per summary row, each stage's mean
     evaluations and seconds over the row's done cells, and which stage's images each cell
-    returned (the lowest gradient loss wins). None when no row searched in stages."""
+    returned (``STAGES_NOTE``). None when no row searched in stages."""
     body = []
     for row in rows:
         searched = [e.search for e in row.done if e.search is not None and e.search["stages"]]
@@ -866,19 +872,17 @@ def _notes(entries: Sequence[Entry]) -> list[str]:
 
 
 def render_markdown(name: str, kind: str, root: Path, entries: Sequence[Entry], table: str,
-                    figures: Sequence[Figure], files_link: str, failed: Sequence[Entry],
-                    labels: dict, stamp: str) -> str:
-    """The Markdown report; figures referenced as ``files_link/NAME``."""
+                    stages, figures: Sequence[Figure], files_link: str,
+                    failed: Sequence[Entry], labels: dict, stamp: str) -> str:
+    """The Markdown report; figures referenced as ``files_link/NAME``; ``stages``:
+    :func:`stage_cells` (or None)."""
     done = sum(e.status == "done" for e in entries)
     out = [f"# ggl report: {name}", "",
            f"{kind} `{root}`: **{len(entries)} cells, {done} done, {len(failed)} failed** "
            f"(generated {stamp}).", "", "## Summary", "", table, ""]
     out += [f"* {note}" for note in _notes(entries)] + [""]
-    stages = stage_cells(summary_rows(entries))
     if stages is not None:
-        out += ["## Search stages", "", markdown_table(*stages), "",
-                "* The stages of each latent search as run.json records them; returned: the "
-                "stage whose images the attack returned (the lowest gradient loss of all).", ""]
+        out += ["## Search stages", "", markdown_table(*stages), "", f"* {STAGES_NOTE}", ""]
     for section, title in SECTIONS:
         members = [f for f in figures if f.section == section]
         if not members:
@@ -949,10 +953,11 @@ def _cells_table(entries: Sequence[Entry], labels: dict) -> str:
 
 
 def render_html(name: str, kind: str, root: Path, entries: Sequence[Entry],
-                header: Sequence[str], body: Sequence[Sequence[str]],
+                header: Sequence[str], body: Sequence[Sequence[str]], stages,
                 figures: Sequence[Figure], failed: Sequence[Entry], labels: dict,
                 stamp: str) -> str:
-    """The self-contained HTML page (inline CSS, figures as data URIs, no script)."""
+    """The self-contained HTML page (inline CSS, figures as data URIs, no script);
+    ``stages``: :func:`stage_cells` (or None)."""
     escape = html.escape
     done = sum(e.status == "done" for e in entries)
     text_columns = 4 if "setting" in header else 3
@@ -969,12 +974,9 @@ def render_html(name: str, kind: str, root: Path, entries: Sequence[Entry],
              "<ul>" + "".join(f'<li class="note">{escape(n.replace("`", ""))}</li>'
                             for n in _notes(entries)) +
              "</ul>"]
-    stages = stage_cells(summary_rows(entries))
     if stages is not None:
         parts += ['<h2 id="stages">Search stages</h2>', _html_table(*stages, 6),
-                  '<p class="note">The stages of each latent search as run.json records '
-                  'them; returned: the stage whose images the attack returned (the lowest '
-                  'gradient loss of all).</p>']
+                  f'<p class="note">{html.escape(STAGES_NOTE)}</p>']
     for section, title in SECTIONS:
         members = [f for f in figures if f.section == section]
         if not members:
@@ -1044,10 +1046,12 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
     html_path, md_path = stem.parent / (stem.name + ".html"), stem.parent / (stem.name + ".md")
     for figure in figures:
         atomic_write_bytes(files / figure.name, figure.png)
-    markdown = render_markdown(name, kind, root, entries, table, figures,
+    stages = stage_cells(rows)
+    markdown = render_markdown(name, kind, root, entries, table, stages, figures,
                                files.name, failed, labels, stamp)
     atomic_write_bytes(md_path, markdown.encode("utf-8"))
-    page = render_html(name, kind, root, entries, header, body, figures, failed, labels, stamp)
+    page = render_html(name, kind, root, entries, header, body, stages, figures, failed,
+                       labels, stamp)
     atomic_write_bytes(html_path, page.encode("utf-8"))
     if files.is_dir():                      # figures of an earlier report, no longer used
         used = {f.name for f in figures}
