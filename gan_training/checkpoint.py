@@ -5,7 +5,7 @@ Adam states, the random generator's state, the generator's moving average when k
 (training config, step, loss history). Written atomically, it is always consistent with
 itself even when a run is killed mid-write; ``checkpoint.json`` is the same record for people.
 ``generator.safetensors`` + ``generator.json`` are the usable prior (see
-:func:`generators.wgan_gp.load_generator`).
+:func:`ggl.generators.wgan_gp.load_generator`).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from generators.wgan_gp import WGANConfig
+from ggl.generators.wgan_gp import WGANConfig
 
 
 class Critic(nn.Module):

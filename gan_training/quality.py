@@ -86,8 +86,8 @@ def score_saved_prior(path, dataset: str = "mnist", samples: int = 2000, seed: i
     """
     from ggl.data import load_dataset
     from ggl.errors import GGLError
-    from generators import default_prior
-    from generators.wgan_gp import checkpoint_paths, load_generator, read_json
+    from ggl.generators import default_prior
+    from ggl.generators.wgan_gp import checkpoint_paths, load_generator, read_json
 
     if samples < 1:
         raise GGLError(f"--samples must be at least 1, got {samples}")
@@ -139,7 +139,7 @@ def wasserstein_estimate(generator, data, critic_steps: int = 200, batch_size: i
     ``mean D(real) - mean D(fake)`` on 512 held-out draws. Lower = samples closer to the data.
     Comparable between generators only at equal ``critic_steps`` and ``seed``.
     """
-    from gan_training.critic import Critic, gradient_penalty
+    from ggl.gan_training.critic import Critic, gradient_penalty
 
     generator = generator.to(device).eval()
     images, labels = _stack(data.public)

@@ -27,11 +27,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-import constants
-from gan_training.checkpoint import (read_training_state, restore_training_state,
+from ggl import constants
+from ggl.gan_training.checkpoint import (read_training_state, restore_training_state,
                                      save_generator, save_training_state)
-from gan_training.critic import Critic, gradient_penalty
-from generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
+from ggl.gan_training.critic import Critic, gradient_penalty
+from ggl.generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
 from ggl.errors import GGLError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -292,7 +292,7 @@ class PriorTrainer:
 
     def save_checkpoint(self, quality: dict | None = None) -> dict:
         """Write the training checkpoint, the usable prior, the sample grid and loss plot."""
-        from gan_training.plots import save_loss_plot, save_sample_grid
+        from ggl.gan_training.plots import save_loss_plot, save_sample_grid
 
         record = self.record()
         if quality is not None:
@@ -339,7 +339,7 @@ class PriorTrainer:
 def train_prior(config: TrainPriorConfig, resume: bool = False, score: bool = True,
                 progress=None, should_stop=lambda: False) -> dict:
     """Train a prior, score it (when the dataset allows) and return the final record."""
-    from gan_training.quality import score_prior, train_scoring_classifier, unavailable_reason
+    from ggl.gan_training.quality import score_prior, train_scoring_classifier, unavailable_reason
 
     trainer = PriorTrainer(config, resume=resume)
     finished = trainer.train(progress, should_stop)

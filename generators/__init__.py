@@ -1,6 +1,6 @@
 """Generators for Generative Gradient Leakage, and the priors shipped with ggl.
 
-- :mod:`generators.wgan_gp`: the DCGAN-style WGAN-GP generator of GGL, trained by
+- :mod:`ggl.generators.wgan_gp`: the DCGAN-style WGAN-GP generator of GGL, trained by
   ``ggl train-prior`` (safetensors + JSON checkpoints).
 - ``SHIPPED_PRIORS``: dataset name -> folder of the prior ggl ships for it (trained with the
   command recorded in experiments/README.md); ``SHIPPED_CONDITIONAL_PRIORS`` the same for

@@ -47,7 +47,7 @@ def _missing_message(name: str, folder: Path) -> str:
     return (f"{name}: {folder} must hold config.json and pytorch_model.bin (or "
             f"model.safetensors); nothing is downloaded unless you ask: fetch {config_url} "
             f"and {weights_url} into {folder} under those names, or call "
-            f"generators.biggan.download_biggan('{name}', '{folder}')")
+            f"ggl.generators.biggan.download_biggan('{name}', '{folder}')")
 
 
 def load_biggan(name: str, folder: str | Path) -> nn.Module:
@@ -121,8 +121,8 @@ def initialise_random(model: nn.Module, passes: int = 10, seed: int = 0) -> nn.M
 
 
 def prior_from_biggan(biggan: nn.Module, name: str, truncation: float = DEFAULT_TRUNCATION):
-    """Wrap a loaded ``BigGAN`` as a class-conditional :class:`generators.prior.Prior`."""
-    from generators.prior import Prior
+    """Wrap a loaded ``BigGAN`` as a class-conditional :class:`ggl.generators.prior.Prior`."""
+    from ggl.generators.prior import Prior
 
     if not 0 < truncation <= 1:
         raise GGLError(f"BigGAN truncation must be in (0, 1], got {truncation}")

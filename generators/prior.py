@@ -12,12 +12,12 @@ own channel count and resolution, and maps that output into the victim's input s
 Specs a user gives (``--generator``):
 
 * ``default``: the prior ggl ships for the data domain: its class-conditional one
-  (``generators.SHIPPED_CONDITIONAL_PRIORS``) where ggl ships one, else the unconditional
-  one (``generators.SHIPPED_PRIORS``).
+  (``ggl.generators.SHIPPED_CONDITIONAL_PRIORS``) where ggl ships one, else the unconditional
+  one (``ggl.generators.SHIPPED_PRIORS``).
 * ``default-unconditional`` / ``default-conditional``: one of the two, by name.
 * ``wgan-gp:PATH``: a checkpoint written by ``ggl train-prior`` (folder or file).
 * ``biggan-deep-128:DIR`` / ``biggan-deep-256:DIR`` / ``biggan-deep-512:DIR``: a
-  pytorch-pretrained-biggan folder (``config.json`` + weights); see :mod:`generators.biggan`.
+  pytorch-pretrained-biggan folder (``config.json`` + weights); see :mod:`ggl.generators.biggan`.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class Prior(nn.Module):
 
 def wgan_gp_prior(path: str | Path) -> Prior:
     """A :class:`Prior` around a ``ggl train-prior`` checkpoint (folder or file)."""
-    from generators.wgan_gp import load_generator
+    from ggl.generators.wgan_gp import load_generator
 
     net = load_generator(path)
     config = net.config
@@ -168,8 +168,8 @@ def build_prior(spec: str, domain: str | None) -> Prior:
             ``wgan-gp:PATH`` or ``biggan-deep-{128,256,512}:DIR``.
         domain: the dataset name, for ``default``.
     """
-    from generators import default_prior, ships_conditional_prior
-    from generators.biggan import BIGGAN_MODELS, biggan_prior
+    from ggl.generators import default_prior, ships_conditional_prior
+    from ggl.generators.biggan import BIGGAN_MODELS, biggan_prior
 
     kind, _, location = spec.partition(":")
     accepted = ("default, default-unconditional, default-conditional, wgan-gp:PATH (a `ggl "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-import constants
+from ggl import constants
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.ceiling import ceiling_scores
 from ggl.config import RunConfig, resolve_device

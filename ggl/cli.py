@@ -228,7 +228,7 @@ def train_prior_command(resume, no_score, quiet, **options):
 
     from tqdm import tqdm
 
-    from gan_training.trainer import TrainPriorConfig, train_prior
+    from ggl.gan_training.trainer import TrainPriorConfig, train_prior
 
     config = TrainPriorConfig(**options)
     interrupted = {"flag": False}
@@ -271,7 +271,7 @@ def train_prior_command(resume, no_score, quiet, **options):
                    f"ggl train-prior --resume --out {config.out} --steps {config.steps}")
         raise SystemExit(130)
     if record.get("quality"):
-        from gan_training.quality import quality_lines
+        from ggl.gan_training.quality import quality_lines
 
         for line in quality_lines(record["quality"]):
             click.echo(line)
@@ -298,7 +298,7 @@ def score_prior_command(generator, dataset, samples, seed, device, data_root, as
     import json
 
     from ggl.config import resolve_device
-    from gan_training.quality import quality_lines, score_saved_prior
+    from ggl.gan_training.quality import quality_lines, score_saved_prior
 
     result = score_saved_prior(generator, dataset=dataset, samples=samples, seed=seed,
                                device=resolve_device(device), data_root=data_root)
@@ -444,9 +444,9 @@ def list_registered():
     click.echo("  none           the shared update itself")
     click.echo("  random-gradient  noise at each layer's norm instead of the update, the same "
                "labels and defense: what the prior and the labels alone give")
-    from generators import SHIPPED_PRIORS, ships_conditional_prior
-    from generators.biggan import BIGGAN_MODELS
-    from optimizers import OWN_METHODS, method_names
+    from ggl.generators import SHIPPED_PRIORS, ships_conditional_prior
+    from ggl.generators.biggan import BIGGAN_MODELS
+    from ggl.optimizers import OWN_METHODS, method_names
 
     conditional = [d for d in SHIPPED_PRIORS if ships_conditional_prior(d)]
     click.echo("generators (--generator):")

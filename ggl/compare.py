@@ -28,7 +28,7 @@ from typing import Sequence
 
 import yaml
 
-import constants
+from ggl import constants
 from ggl.errors import GGLError, choose
 
 #: the attacks compared when none are chosen: pixel space (DLG, iDLG, IG) vs latent (GGL)

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-import constants
+from ggl import constants
 from ggl.errors import GGLError, choose
 
 #: options every attack understands; ``None`` keeps the attack's own (paper) default

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-import constants
+from ggl import constants
 from ggl.errors import GGLError, choose
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import constants
+from ggl import constants
 from ggl.errors import GGLError
 
 #: quality is only computed for label sets a small classifier can learn

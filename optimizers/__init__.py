@@ -1,20 +1,20 @@
-"""Latent-space optimizers for GGL, behind one interface (:mod:`optimizers.base`).
+"""Latent-space optimizers for GGL, behind one interface (:mod:`ggl.optimizers.base`).
 
 ``--ng_method`` names the method:
 
-* ``adam``: gradient descent in latent space (:mod:`optimizers.adam`);
-* ``BO`` or ``turbo``: TuRBO-1 on BoTorch (:mod:`optimizers.turbo`);
+* ``adam``: gradient descent in latent space (:mod:`ggl.optimizers.adam`);
+* ``BO`` or ``turbo``: TuRBO-1 on BoTorch (:mod:`ggl.optimizers.turbo`);
 * any name of nevergrad's registry (``CMA``, ``DiagonalCMA``, ``TwoPointsDE``, ``PSO``,
-  ...): :mod:`optimizers.nevergrad_search`.
+  ...): :mod:`ggl.optimizers.nevergrad_search`.
 """
 from __future__ import annotations
 
 import difflib
 
 from ggl.errors import GGLError
-from optimizers.adam import AdamSearch
-from optimizers.base import LatentOptimizer, SearchResult
-from optimizers.turbo import TuRBO
+from ggl.optimizers.adam import AdamSearch
+from ggl.optimizers.base import LatentOptimizer, SearchResult
+from ggl.optimizers.turbo import TuRBO
 
 #: ggl's own methods (nevergrad's registry names come on top)
 OWN_METHODS = {"adam": AdamSearch, "BO": TuRBO, "turbo": TuRBO}
@@ -24,7 +24,7 @@ POPULAR_NEVERGRAD = ("CMA", "DiagonalCMA", "TwoPointsDE", "PSO", "NGOpt", "OnePl
 
 def method_names() -> list[str]:
     """Every accepted ``--ng_method``: ggl's own, then nevergrad's registry."""
-    from optimizers.nevergrad_search import registry
+    from ggl.optimizers.nevergrad_search import registry
 
     return [*OWN_METHODS, *sorted(registry())]
 
@@ -35,7 +35,7 @@ def build_optimizer(method: str, *, population: int | None = None, seed: int = 0
     sized = {} if population is None else {"population": population}
     if method in OWN_METHODS:
         return OWN_METHODS[method](seed=seed, bounds=bounds, **sized, **options)
-    from optimizers.nevergrad_search import NevergradSearch, registry
+    from ggl.optimizers.nevergrad_search import NevergradSearch, registry
 
     if method in registry():
         return NevergradSearch(method, seed=seed, bounds=bounds, **sized, **options)

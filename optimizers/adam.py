@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ggl.errors import GGLError
-from optimizers.base import (BestTracker, LatentOptimizer, Objective, SearchProgress,
+from ggl.optimizers.base import (BestTracker, LatentOptimizer, Objective, SearchProgress,
                              SearchResult)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
+from ggl.optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
 
 #: a diverged candidate is told this loss (nevergrad rejects non-finite values)
 DIVERGED = 1e30

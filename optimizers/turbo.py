@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ggl.errors import GGLError
-from optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
+from ggl.optimizers.base import BestTracker, LatentOptimizer, Objective, SearchResult
 
 #: optimizer steps on the GP's hyperparameters per batch
 FIT_STEPS = 50

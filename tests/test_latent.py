@@ -5,8 +5,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from generators.prior import Prior, build_prior, wgan_gp_prior
-from generators.wgan_gp import WGANConfig, WGANGenerator
+from ggl.generators.prior import Prior, build_prior, wgan_gp_prior
+from ggl.generators.wgan_gp import WGANConfig, WGANGenerator
 from ggl import RunConfig, run
 from ggl.attacks.latent import GGL, latent_kl
 from ggl.cli import cli
@@ -14,8 +14,8 @@ from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.metrics import psnr, to_unit_range
 from ggl.objective import GradientMatching
-from optimizers import build_optimizer
-from optimizers.turbo import TrustRegion
+from ggl.optimizers import build_optimizer
+from ggl.optimizers.turbo import TrustRegion
 
 MEAN, STD = (0.5,), (0.5,)
 
@@ -106,7 +106,7 @@ def test_shipped_conditional_prior_draws_the_class_it_is_given():
 
 
 def test_a_conditional_prior_must_draw_the_victims_classes(tmp_path):
-    from gan_training.checkpoint import save_generator
+    from ggl.gan_training.checkpoint import save_generator
 
     five = WGANGenerator(WGANConfig(width=4, latent_dim=8, num_classes=5))
     save_generator(tmp_path / "five", five, {"generator": five.config.to_dict(), "step": 0})
@@ -272,7 +272,7 @@ def test_biggan_small_config_runs_end_to_end(tmp_path):
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
     from safetensors.torch import save_file
 
-    from generators.biggan import initialise_random
+    from ggl.generators.biggan import initialise_random
 
     config = BigGANConfig(output_dim=32, z_dim=16, class_embed_dim=16, channel_width=4,
                           num_classes=10, attention_layer_position=2,

@@ -3,8 +3,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from generators.prior import Prior
-from generators.wgan_gp import WGANConfig, WGANGenerator
+from ggl.generators.prior import Prior
+from ggl.generators.wgan_gp import WGANConfig, WGANGenerator
 from ggl.attacks.generator_stages import gias, gifd, project_l1_ball
 from ggl.attacks.latent import GGL
 from ggl.attacks.stages import parse_plan

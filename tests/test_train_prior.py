@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from gan_training.checkpoint import read_training_state, save_generator
-from gan_training.quality import sample_statistics, wasserstein_estimate
-from gan_training.trainer import PriorTrainer, TrainPriorConfig, train_prior
-from generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator, load_generator
+from ggl.gan_training.checkpoint import read_training_state, save_generator
+from ggl.gan_training.quality import sample_statistics, wasserstein_estimate
+from ggl.gan_training.trainer import PriorTrainer, TrainPriorConfig, train_prior
+from ggl.generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator, load_generator
 from ggl.cli import cli
 from ggl.errors import GGLError
 
@@ -237,7 +237,7 @@ def test_shipped_mnist_prior_draws_every_digit_recognisably():
     so the bar is asserted on the mean over the three scorers, which is steadier than one
     classifier's training run.
     """
-    from generators import default_prior
+    from ggl.generators import default_prior
 
     generator = load_generator(default_prior("mnist"))
     assert generator.config == WGANConfig(channels=1, resolution=32, latent_dim=128, width=64)

@@ -42,7 +42,7 @@ def conditional_accuracy(generator, judge, num_classes: int, per_class: int,
 
 
 def main() -> None:
-    from generators.wgan_gp import load_generator
+    from ggl.generators.wgan_gp import load_generator
     from ggl.data import load_dataset
     from ggl.judge import load_judge
     from ggl.results import atomic_write_json

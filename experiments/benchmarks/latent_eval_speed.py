@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from generators import default_prior
-from generators.prior import wgan_gp_prior
+from ggl.generators import default_prior
+from ggl.generators.prior import wgan_gp_prior
 from ggl.attacks.latent import latent_kl
 from ggl.models import build_victim
 from ggl.objective import GradientMatching
@@ -74,7 +74,7 @@ def rate(evaluate, prior, population: int, device, repeats: int) -> float:
 def biggan_setup(device):
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
-    from generators.biggan import initialise_random, prior_from_biggan
+    from ggl.generators.biggan import initialise_random, prior_from_biggan
 
     config = BigGANConfig(output_dim=256, z_dim=128, class_embed_dim=128, channel_width=128,
                           num_classes=1000, attention_layer_position=8,

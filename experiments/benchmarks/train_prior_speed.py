@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gan_training.trainer import PriorTrainer, TrainPriorConfig
+from ggl.gan_training.trainer import PriorTrainer, TrainPriorConfig
 from ggl.data import ImageData, TensorImages
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "train_prior" / "speed.jsonl"

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 
 from ggl.errors import GGLError
-from optimizers.adam import ramped_lr
+from ggl.optimizers.adam import ramped_lr
 
 #: ``objective(images (1, B, C, H, W)) -> (fit (1,), held-out (1,) or None)``: the loss a
 #: stage descends and the distance on the held-out gradient entries (None: none held out,

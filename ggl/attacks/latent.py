@@ -225,7 +225,7 @@ class GGL(Attack):
     def optimizer(self, method: str, search: int, project=None):
         """The latent optimizer ``method`` of search number ``search`` (seeded by it);
         ``project`` (adam only) is applied to the searched vector after every step."""
-        from optimizers import build_optimizer
+        from ggl.optimizers import build_optimizer
 
         o = self.options
         extra = {"lr": o.lr, "project": project} if method == "adam" else {}
@@ -237,13 +237,13 @@ class GGL(Attack):
         return self.seed * 1000 + search
 
     def prior(self, observation: Observation):
-        from generators.prior import build_prior
+        from ggl.generators.prior import build_prior
 
         prior = build_prior(self.options.generator, observation.domain)
         if self.options.truncation is not None:
             if not prior.conditional or prior.truncation is None:
                 raise GGLError("--set truncation applies to BigGAN priors only")
-            from generators.biggan import prior_from_biggan
+            from ggl.generators.biggan import prior_from_biggan
             prior = prior_from_biggan(prior.net.biggan, prior.name, self.options.truncation)
         prior.check_labels(observation.num_classes)
         return prior.to(observation.device).bind(observation.image_shape, observation.mean,

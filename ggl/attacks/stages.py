@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from ggl.errors import GGLError
-from optimizers.base import LatentOptimizer
+from ggl.optimizers.base import LatentOptimizer
 
 SAMPLE = "sample"
 GIAS = "gias"
@@ -62,7 +62,7 @@ class Stage:
 
 def valid_stage_names() -> str:
     """What ``--stages`` accepts, for messages."""
-    from optimizers import OWN_METHODS
+    from ggl.optimizers import OWN_METHODS
 
     return (f"{SAMPLE}, {GIAS}, {GIFD}, or a latent optimizer ({', '.join(OWN_METHODS)}, or "
             f"any nevergrad optimizer such as CMA, DiagonalCMA, TwoPointsDE, PSO; "
@@ -81,7 +81,7 @@ def parse_plan(spec: str, budget: int | None) -> tuple[Stage, ...]:
         GGLError: an unknown name, a bad count, counts that do not fit ``budget``, or an
             order the stages cannot run in.
     """
-    from optimizers import method_names
+    from ggl.optimizers import method_names
 
     optimizers = set(method_names())
     names, counts = [], []

@@ -1,0 +1,4 @@
+"""``python -m ggl``: the ``ggl`` command."""
+from ggl.cli import main
+
+main()
