@@ -333,7 +333,8 @@ def sweep(config, out, executor, workers, address, threads, quiet):
     OUT/runs/<cell id>/. Running the same command again skips finished cells and retries
     failed ones.
     """
-    from ggl.sweep import INDEX_FILE, run_sweep
+    from ggl.study.store import INDEX_FILE
+    from ggl.study.sweep import run_sweep
 
     try:
         summary = run_sweep(config, out, executor=executor, workers=workers, address=address,
@@ -357,7 +358,7 @@ def report(directory, stem):
     holding run.json files. Writes DIR/report.html (self-contained: opens offline) and
     DIR/report.md with its figures in DIR/report_files/, and prints the summary table.
     """
-    from ggl.report import write_report
+    from ggl.study.report import write_report
 
     written = write_report(directory, stem)
     click.echo(written.table)
@@ -398,8 +399,8 @@ def compare(attacks, budgets, out, workers, threads, quiet, **options):
     Runs the attacks under one defense setting as a sweep (OUT/index.jsonl, OUT/runs/),
     writes OUT/report.html and OUT/report.md and prints the table.
     """
-    from ggl.compare import COMPARE_ATTACKS, default_out, parse_budgets, run_compare
-    from ggl.sweep import INDEX_FILE
+    from ggl.study.compare import COMPARE_ATTACKS, default_out, parse_budgets, run_compare
+    from ggl.study.store import INDEX_FILE
 
     out = out or str(default_out())
     attacks = tuple(dict.fromkeys(attacks)) or COMPARE_ATTACKS

@@ -264,7 +264,8 @@ def test_ggl_run_prints_the_judge_the_ceiling_and_the_control(tmp_path):
 
 
 def test_the_report_shows_the_control_beside_its_attack_and_the_paired_leak():
-    from ggl.report import Entry, _describe, summary_rows, table_cells
+    from ggl.study.report.records import Entry, describe
+    from ggl.study.report.tables import summary_rows, table_cells
 
     def entry(index, control, psnr, judge):
         config = {"attack": "ggl", "defense": [], "index": [index], "seed": 0,
@@ -274,7 +275,7 @@ def test_the_report_shows_the_control_beside_its_attack_and_the_paired_leak():
 
     entries = [entry(0, "none", 20.0, 1.0), entry(0, "random-gradient", 12.0, 0.0),
                entry(1, "none", 18.0, 1.0), entry(1, "random-gradient", 14.0, 1.0)]
-    _describe(entries)
+    describe(entries)
     rows = summary_rows(entries)
     assert len(rows) == 1                         # the control sits in its attack's row
     header, body = table_cells(rows)

@@ -19,10 +19,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ggl.cli import cli
-from ggl.compare import COMPARE_ATTACKS, COMPARE_BUDGETS, compare_sweep
 from ggl.errors import GGLError
-from ggl.report import write_report
-from ggl.sweep import ResultStore, parse_sweep, run_sweep
+from ggl.study.compare import COMPARE_ATTACKS, COMPARE_BUDGETS, compare_sweep
+from ggl.study.report import write_report
+from ggl.study.spec import parse_sweep
+from ggl.study.store import ResultStore
+from ggl.study.sweep import run_sweep
 
 SWEEP = """\
 name: report_test
@@ -243,7 +245,7 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
 
 
 def test_an_adaptive_likelihood_is_shown_instead_of_the_distance_it_replaced():
-    from ggl.report import Entry, _describe
+    from ggl.study.report.records import Entry, describe
 
     def entry(distance, adaptive, likelihood=None):
         config = {"attack": "ig-adam", "defense": ["noise:0.1"], "adaptive": adaptive,
@@ -252,14 +254,15 @@ def test_an_adaptive_likelihood_is_shown_instead_of_the_distance_it_replaced():
                      values={}, likelihood=likelihood)
 
     entries = [entry("l2", False), entry("l1", False), entry("l2", True, "gaussian(0.1)")]
-    _describe(entries)
+    describe(entries)
     assert [e.setting for e in entries] == [
         (("distance", "l2"),), (("distance", "l1"),),
         (("distance", "gaussian(0.1) likelihood"),)]
 
 
 def test_a_latent_search_is_shown_as_its_resolved_plan_with_a_table_of_its_stages():
-    from ggl.report import Entry, _describe, line_label, stage_cells, summary_rows
+    from ggl.study.report.records import Entry, describe
+    from ggl.study.report.tables import line_label, stage_cells, summary_rows
 
     def entry(extra, plan, starts, returned, seconds):
         config = {"attack": "ggl", "defense": [], "index": [0], "seed": 0, "budget": None,
@@ -277,7 +280,7 @@ def test_a_latent_search_is_shown_as_its_resolved_plan_with_a_table_of_its_stage
                      "latent search", 1.0),
                entry({"stages": "CMA:300,gias:200", "holdout": 0.1}, ["CMA:300", "gias:200"],
                      1, "gias", 3.0)]
-    _describe(entries)
+    describe(entries)
     assert [line_label(e.line) for e in entries] == [
         "ggl search=CMA:500", "ggl search=sample:100,CMA:200,adam:200 x4",
         "ggl holdout=0.1 search=CMA:300,gias:200"]
@@ -288,7 +291,8 @@ def test_a_latent_search_is_shown_as_its_resolved_plan_with_a_table_of_its_stage
 
 
 def test_cells_of_one_config_that_drew_from_different_priors_are_told_apart():
-    from ggl.report import Entry, _describe, line_label
+    from ggl.study.report.records import Entry, describe
+    from ggl.study.report.tables import line_label
 
     def entry(prior):
         config = {"attack": "ggl", "defense": [], "index": [0], "seed": 0,
@@ -298,6 +302,6 @@ def test_cells_of_one_config_that_drew_from_different_priors_are_told_apart():
         return Entry(cell_id=prior, status="done", config=config, values={}, search=search)
 
     entries = [entry("mnist-wgan-gp"), entry("mnist-wgan-gp-conditional")]
-    _describe(entries)
+    describe(entries)
     assert [line_label(e.line) for e in entries] == [
         "ggl prior=mnist-wgan-gp", "ggl prior=mnist-wgan-gp-conditional"]

@@ -21,8 +21,11 @@ from click.testing import CliRunner
 import ggl.api
 from ggl.cli import cli
 from ggl.errors import GGLError
-from ggl.sweep import (INDEX_FILE, ResultStore, cell_id, load_sweep, make_executor,
-                       parse_sweep, run_sweep)
+from ggl.study.executors import make_executor
+from ggl.study.grid import cell_id
+from ggl.study.spec import load_sweep, parse_sweep
+from ggl.study.store import INDEX_FILE, ResultStore
+from ggl.study.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "configs" / "tiny_sweep.yaml"

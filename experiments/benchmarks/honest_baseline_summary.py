@@ -19,7 +19,7 @@ from collections import defaultdict
 
 
 def main(root: str) -> None:
-    from ggl.sweep import ResultStore
+    from ggl.study.store import ResultStore
 
     lines: dict[tuple, dict] = defaultdict(dict)
     for record in ResultStore(root).records().values():

@@ -65,7 +65,7 @@ def run_fingerprints() -> dict:
 
 
 def cell_ids() -> dict:
-    from ggl.sweep import load_sweep
+    from ggl.study.spec import load_sweep
 
     return {path.name: [cell.cell_id for cell in load_sweep(path).cells]
             for path in sorted((ROOT / "experiments" / "configs").glob("*.yaml"))}

@@ -1,32 +1,29 @@
 """``ggl compare``: pixel vs latent attacks on the same private images, as one small sweep.
 
-A preset grid for :mod:`ggl.sweep`: ``attack`` = DLG, iDLG, IG and GGL (or a chosen subset)
-x one defense setting (a ``--defense`` chain, default none; ``--adaptive`` for all) x the
-private images (one cell per ``--index``, default 0) x the control (``--control``, default
-``random-gradient``: each attack also run on noise in place of the update, shown beside it
-in the report with the leak over it; ``none``: the attacks only), with budgets a CPU finishes in a few
-minutes (``COMPARE_BUDGETS``: the attacks' own defaults, 300 L-BFGS steps, 24,000 IG steps
-and 25,000 GGL evaluations, take an hour or more). The grid is written as an ordinary sweep
-config (kept in ``OUT/sweep.json``), parsed and validated by :func:`ggl.sweep.parse_sweep`
-and run by :func:`ggl.sweep.run_sweep` into the store ``OUT``; then
-:func:`ggl.report.write_report` writes ``OUT/report.html`` and ``OUT/report.md``. Cells
-have the ids any sweep gives the same runs, so running the same command with the same
-``--out`` resumes (done cells are skipped, failed ones retried).
+A preset grid for :mod:`ggl.study.sweep`: ``attack`` = DLG, iDLG, IG and GGL (or a chosen
+subset) x one defense setting (a ``--defense`` chain, default none; ``--adaptive`` for all)
+x the private images (one cell per ``--index``, default 0) x the control (``--control``,
+default ``random-gradient``: each attack also run on noise in place of the update, shown
+beside it in the report with the leak over it; ``none``: the attacks only), with budgets a
+CPU finishes in a few minutes (``COMPARE_BUDGETS``: the attacks' own defaults, 300 L-BFGS
+steps, 24,000 IG steps and 25,000 GGL evaluations, take an hour or more). The grid is an
+ordinary sweep config (a mapping; its YAML is kept in ``OUT/sweep.json``), validated by
+:func:`ggl.study.spec.sweep_from_mapping` and run by :func:`ggl.study.sweep.run_sweep` into
+the store ``OUT``; then :func:`ggl.study.report.write_report` writes ``OUT/report.html`` and
+``OUT/report.md``. Cells have the ids any sweep gives the same runs, so running the same
+command with the same ``--out`` resumes (done cells are skipped, failed ones retried).
 
 Example::
 
-    from ggl.compare import run_compare
+    from ggl.study.compare import run_compare
     summary, report = run_compare(attacks=("idlg", "ggl"), index=(0, 1))
     print(report.table)
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
-
-import yaml
 
 from ggl import constants
 from ggl.errors import GGLError, choose
@@ -115,16 +112,11 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
 
 
 def compare_sweep(**options):
-    """The comparison as a validated :class:`ggl.sweep.Sweep` (keywords of
-    :func:`compare_config`)."""
-    from ggl.sweep import parse_sweep
+    """The comparison as a validated :class:`ggl.study.grid.Sweep` (keywords of
+    :func:`compare_config`); an error in it reads ``ggl compare: ...``."""
+    from ggl.study.spec import sweep_from_mapping
 
-    text = yaml.safe_dump(compare_config(**options), sort_keys=False)
-    try:
-        return parse_sweep(text)
-    except GGLError as err:                 # no file to point at: drop "<sweep config>:N: "
-        raise GGLError("ggl compare: " + re.sub(r"^<sweep config>:\d+: ", "", str(err))) \
-            from None
+    return sweep_from_mapping(compare_config(**options), source="ggl compare")
 
 
 def default_out() -> Path:
@@ -146,8 +138,8 @@ def run_compare(out: str | Path | None = None, workers: int | None = None,
     Returns:
         ``(SweepSummary, Report)``.
     """
-    from ggl.report import write_report
-    from ggl.sweep import run_sweep
+    from ggl.study.report import write_report
+    from ggl.study.sweep import run_sweep
 
     sweep = compare_sweep(**options)
     out = Path(out) if out is not None else default_out()
