@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ggl.errors import GGLError
+from ggl.generators.prior import Prior
 
 #: model name -> (config URL, weights URL) of pytorch-pretrained-biggan's releases
 _RELEASES = "https://s3.amazonaws.com/models.huggingface.co/biggan"
@@ -122,8 +123,6 @@ def initialise_random(model: nn.Module, passes: int = 10, seed: int = 0) -> nn.M
 
 def prior_from_biggan(biggan: nn.Module, name: str, truncation: float = DEFAULT_TRUNCATION):
     """Wrap a loaded ``BigGAN`` as a class-conditional :class:`ggl.generators.prior.Prior`."""
-    from ggl.generators.prior import Prior
-
     if not 0 < truncation <= 1:
         raise GGLError(f"BigGAN truncation must be in (0, 1], got {truncation}")
     return Prior(BigGANNet(biggan, truncation), name=name, latent_dim=biggan.config.z_dim,

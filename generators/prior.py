@@ -9,15 +9,7 @@ own channel count and resolution, and maps that output into the victim's input s
       shrinking, bilinear when enlarging) -> normalize with the victim's mean / std
       -> (N, C, H, W)
 
-Specs a user gives (``--generator``):
-
-* ``default``: the prior ggl ships for the data domain: its class-conditional one
-  (``ggl.generators.SHIPPED_CONDITIONAL_PRIORS``) where ggl ships one, else the unconditional
-  one (``ggl.generators.SHIPPED_PRIORS``).
-* ``default-unconditional`` / ``default-conditional``: one of the two, by name.
-* ``wgan-gp:PATH``: a checkpoint written by ``ggl train-prior`` (folder or file).
-* ``biggan-deep-128:DIR`` / ``biggan-deep-256:DIR`` / ``biggan-deep-512:DIR``: a
-  pytorch-pretrained-biggan folder (``config.json`` + weights); see :mod:`ggl.generators.biggan`.
+The ``--generator`` specs that name a prior are in :mod:`ggl.generators` (``GENERATORS``).
 """
 from __future__ import annotations
 
@@ -28,10 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ggl.errors import GGLError
-
-#: --generator names of the shipped priors (``default`` prefers the conditional one)
-DEFAULT_SPECS = ("default", "default-unconditional", "default-conditional")
-
 
 class Prior(nn.Module):
     """A generator seen from the victim: latents ``(N, latent_dim)`` -> images ``(N, C, H, W)``.
@@ -158,31 +146,3 @@ def wgan_gp_prior(path: str | Path) -> Prior:
     return Prior(net, name=f"wgan-gp:{path}", latent_dim=config.latent_dim,
                  num_classes=config.num_classes, channels=config.channels,
                  resolution=config.resolution)
-
-
-def build_prior(spec: str, domain: str | None) -> Prior:
-    """A prior from a user's ``--generator`` spec (see the module docstring).
-
-    Args:
-        spec: ``default``, ``default-unconditional``, ``default-conditional``,
-            ``wgan-gp:PATH`` or ``biggan-deep-{128,256,512}:DIR``.
-        domain: the dataset name, for ``default``.
-    """
-    from ggl.generators import default_prior, ships_conditional_prior
-    from ggl.generators.biggan import BIGGAN_MODELS, biggan_prior
-
-    kind, _, location = spec.partition(":")
-    accepted = ("default, default-unconditional, default-conditional, wgan-gp:PATH (a `ggl "
-                "train-prior` output), " + ", ".join(f"{name}:DIR" for name in BIGGAN_MODELS))
-    if kind in DEFAULT_SPECS and not location:
-        if domain is None:
-            raise GGLError(f"--generator {kind} needs the data domain; name a generator "
-                           f"instead ({accepted})")
-        conditional = (kind == "default-conditional" or
-                       (kind == "default" and ships_conditional_prior(domain)))
-        return wgan_gp_prior(default_prior(domain, conditional))
-    if kind == "wgan-gp" and location:
-        return wgan_gp_prior(location)
-    if kind in BIGGAN_MODELS and location:
-        return biggan_prior(kind, location)
-    raise GGLError(f"unknown --generator {spec!r}; accepted: {accepted}")

@@ -19,16 +19,16 @@ import torch
 from ggl import constants
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.ceiling import ceiling_scores
-from ggl.config import RunConfig, resolve_device
-from ggl.controls import CONTROLS
+from ggl.config import RunConfig
+from ggl.contracts import Observation, Secret
 from ggl.data import ImageData, load_dataset
-from ggl.defenses.base import Defense
 from ggl.errors import GGLError
 from ggl.judge import build_gallery, load_judge
 from ggl.metrics import LPIPS, Scores, score
 from ggl.models import build_victim, load_weights, train_victim
+from ggl.plan import RunPlan, resolve
 from ggl.results import atomic_write_json, downsample, library_versions, save_images
-from ggl.scenario import Observation, Scenario, Secret, choose_indices
+from ggl.scenario import Scenario, choose_indices
 
 #: how many public images the server uses for its own estimates (label counts)
 PUBLIC_SAMPLE = 64
@@ -45,14 +45,15 @@ class RunResult:
     out: Path | None
 
 
-def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
-    """Load the data, build (and optionally train) the victim, pick the private batch."""
-    device = resolve_device(config.device)
+def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
+    """Load the data, build (and optionally train) the victim, pick the private batch (a
+    config is resolved first)."""
+    plan = plan if isinstance(plan, RunPlan) else resolve(plan)
+    config, device, defenses = plan.config, plan.device, plan.defenses
     data = load_dataset(config.dataset, config.data_root, config.download, config.resolution)
-    defenses = config.build_defenses()
     # model extensions (PRECODE) are part of the global model: weights trained with one
     # belong to the wrapped model, so they are loaded after wrapping
-    wrapping = [d.name for d in defenses if type(d).wrap_model is not Defense.wrap_model]
+    wrapping = [d.name for d in defenses if d.wraps_model]
     model = build_victim(config.model, data.channels, data.resolution, data.num_classes,
                          seed=config.seed, width=config.width, mode=config.model_mode,
                          weights=None if wrapping else config.weights,
@@ -70,7 +71,7 @@ def prepare(config: RunConfig) -> tuple[Scenario, ImageData, torch.device]:
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
                         defenses=defenses, seed=config.seed)
-    return scenario, data, device
+    return scenario, data
 
 
 def honest_score(observation: Observation, reconstruction: Reconstruction, secret: Secret,
@@ -109,24 +110,28 @@ def default_out(config: RunConfig) -> Path:
     return constants.OUTPUT_DIR / f"{config.attack}_{config.model}_{config.dataset}_{stamp}"
 
 
-def run(config: RunConfig, progress: Progress | None = None, write: bool = True) -> RunResult:
+def run(config: RunConfig | RunPlan, progress: Progress | None = None,
+        write: bool = True) -> RunResult:
     """Run one attack end to end; with ``write`` the outputs go to ``config.out``.
+
+    Args:
+        config: a config (resolved here) or a plan :func:`ggl.plan.resolve` made of one.
 
     Raises:
         GGLError: for anything the user can fix (names, files, shapes, budgets, devices).
     """
     started = time.perf_counter()
-    config.validate()
+    plan = config if isinstance(config, RunPlan) else resolve(config)
+    config, attack, device = plan.config, plan.attack, plan.device
     # model-internal draws (PRECODE's bottleneck, dropout) use torch's global generator
     torch.manual_seed(config.seed)
-    attack = config.build_attack()
     lpips_metric = LPIPS(config.lpips_weights) if config.lpips_weights else None
-    scenario, data, device = prepare(config)
+    scenario, data = prepare(plan)
     observation, secret = scenario.observe()
     del scenario                    # from here on only the Observation and the metrics remain
     control = {"kind": "none"}
-    if CONTROLS[config.control] is not None:      # the attack gets the control's update
-        observation, control = CONTROLS[config.control](observation, config.seed)
+    if plan.control is not None:                  # the attack gets the control's update
+        observation, control = plan.control(observation, config.seed)
     if getattr(attack, "uses_secret_masks", False):     # an oracle baseline (wiig), labelled
         attack.secret_masks = secret.dropout_masks      # as such in its run.json
     reconstruction = attack.reconstruct(observation, progress)
@@ -136,6 +141,7 @@ def run(config: RunConfig, progress: Progress | None = None, write: bool = True)
     scores = honest_score(observation, reconstruction, secret, data, device, lpips_metric)
     record = {
         "config": config.to_dict(),
+        "defenses": plan.defense_records(),
         "control": control,
         "attack_options": asdict(attack.options),
         "private_indices": list(secret.indices),
@@ -175,10 +181,11 @@ def leak_over_control(metrics: dict, control_metrics: dict) -> dict:
             else metrics[key] - control_metrics[key] for key in LEAK_METRICS}
 
 
-def run_with_control(config: RunConfig, control: str = "random-gradient",
+def run_with_control(config: RunConfig | RunPlan, control: str = "random-gradient",
                      progress: Progress | None = None, control_progress: Progress | None = None,
                      write: bool = True) -> tuple[RunResult, RunResult]:
-    """The attack on the real update, then the same run under ``control``.
+    """The attack on the real update, then the same run under ``control`` (each a run of
+    its own, resolved once).
 
     With ``write``, the control goes to ``<out>/control/`` and the attack's ``run.json``
     gains ``control_comparison``: the control's metrics and the leak over control.
@@ -186,14 +193,16 @@ def run_with_control(config: RunConfig, control: str = "random-gradient",
     Returns:
         ``(attack result, control result)``.
     """
+    main_plan = config if isinstance(config, RunPlan) else resolve(config)
+    config = main_plan.config
     if config.control != "none":
         raise GGLError("run_with_control runs the real update first: give a config with "
                        f"control 'none', not {config.control!r}")
     out = Path(config.out) if config.out else default_out(config)
-    # both runs are checked before either starts (an unknown control stops nothing midway)
-    control_config = replace(config, control=control, out=str(out / "control")).validate()
-    main = run(replace(config, out=str(out)), progress, write=write)
-    controlled = run(control_config, control_progress, write=write)
+    # both runs are resolved before either starts (an unknown control stops nothing midway)
+    control_plan = resolve(replace(config, control=control, out=str(out / "control")))
+    main = run(replace(main_plan, config=replace(config, out=str(out))), progress, write=write)
+    controlled = run(control_plan, control_progress, write=write)
     comparison = {"control": control, "run": "control/run.json",
                   "metrics": {key: controlled.record["metrics"].get(key)
                               for key in LEAK_METRICS + ("label_accuracy",)},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import click
 
@@ -28,31 +29,22 @@ def cli():
     """ggl: audit privacy defenses in federated learning by attacking them."""
 
 
-def _parse_extra(pairs: tuple[str, ...]) -> dict:
-    """``--set key=value`` pairs -> dict, values parsed as bool/int/float when they look so."""
+def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
+    """``--set key=value`` pairs -> ``{key: value}``, each value parsed by the type of the
+    attack's option of that name (its ``Options`` schema, :mod:`ggl.options`)."""
+    from ggl.attacks import ATTACKS
+    from ggl.options import option_specs, parse_text
+
+    specs = option_specs(ATTACKS.choose(attack).Options)
     extra = {}
     for pair in pairs:
         if "=" not in pair:
             raise GGLError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            parsed = lowered == "true"
-        else:
-            try:
-                parsed = int(value)
-            except ValueError:
-                try:
-                    parsed = float(value)
-                except ValueError:
-                    parsed = value
-        extra[key.strip().replace("-", "_")] = parsed
+        key = key.strip().replace("-", "_")
+        # a name the attack does not have is refused, with its options, where it is built
+        extra[key] = parse_text(specs[key], value, key) if key in specs else value
     return extra
-
-
-#: ``ggl run`` options that belong to the GGL attack
-LATENT_OPTIONS = ("ng_method", "generator", "n_trials", "population", "refine_steps",
-                  "refine_tv", "kl", "dropout_masks", "stages", "starts")
 
 
 @cli.command()
@@ -149,17 +141,22 @@ def run(extra, quiet, control, **options):
     """
     from tqdm import tqdm
 
+    from dataclasses import fields
+
     from ggl.api import run as run_attack, run_with_control, summary_lines
     from ggl.config import RunConfig
+    from ggl.plan import resolve
 
     options["index"] = tuple(options["index"])
     options["defense"] = tuple(options["defense"])
-    extra = _parse_extra(extra)
-    for name in LATENT_OPTIONS:           # GGL's own options travel like --set ones
-        value = options.pop(name)
-        if value is not None:
+    extra = _parse_extra(extra, options["attack"])
+    run_fields = {f.name for f in fields(RunConfig)}
+    for name in [name for name in options if name not in run_fields]:
+        value = options.pop(name)           # an attack's own flag (--ng_method, --kl, ...)
+        if value is not None:               # travels like a --set one
             extra[name] = value
-    config = RunConfig(extra=extra, **options).validate()
+    plan = resolve(RunConfig(extra=extra, **options))
+    config = plan.config
     bars: list = []
 
     def progress_bar(desc: str):
@@ -178,9 +175,9 @@ def run(extra, quiet, control, **options):
 
     try:
         if control == "none":
-            result = run_attack(config, progress_bar(config.attack))
+            result = run_attack(plan, progress_bar(config.attack))
         else:
-            result, _ = run_with_control(config, control, progress_bar(config.attack),
+            result, _ = run_with_control(plan, control, progress_bar(config.attack),
                                          progress_bar(f"{config.attack} ({control} control)"))
     finally:
         for bar in bars:
@@ -327,7 +324,7 @@ def score_prior_command(generator, dataset, samples, seed, device, data_root, as
               help="torch threads per cell (default: cores // workers, at least 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep(config, out, executor, workers, address, threads, quiet):
-    """Run every cell of a YAML grid of runs, resumably (see ggl/sweep.py for the schema).
+    """Run every cell of a YAML grid of runs, resumably (see ggl/study/spec.py for the schema).
 
     Each cell is one `ggl run`, recorded in OUT/index.jsonl with its run folder in
     OUT/runs/<cell id>/. Running the same command again skips finished cells and retries
@@ -420,50 +417,57 @@ def compare(attacks, budgets, out, workers, threads, quiet, **options):
 
 @cli.command("list")
 def list_registered():
-    """List the registered attacks, models, datasets, distances and defenses."""
+    """List what can be named: attacks (with their options), models, datasets, defenses,
+    controls, distances, layer weights, label methods, inits, generators, latent optimizers
+    and search stages."""
     from ggl.attacks import ATTACKS
+    from ggl.attacks.pixel import INITS
+    from ggl.controls import CONTROLS
     from ggl.data import DATASETS
-    from ggl.defenses import ALIASES, DEFENSES
+    from ggl.defenses import DEFENSES
+    from ggl.generators import GENERATORS, LOCATED
+    from ggl.labels import LABEL_METHODS
     from ggl.models import MODELS
-    from ggl.objective import DISTANCES
+    from ggl.objective import DISTANCES, LAYER_WEIGHTS
+    from ggl.optimizers import OPTIMIZERS
+    from ggl.options import option_specs
 
-    def first_line(obj) -> str:
-        return getattr(obj, "summary", None) or (obj.__doc__ or "").strip().splitlines()[0]
-
-    for title, registry in (("attacks", ATTACKS), ("models", MODELS),
-                            ("datasets", DATASETS), ("distances", DISTANCES)):
+    def section(title: str, registry, width: int = 14, spec=lambda entry: entry.name,
+                summary=lambda entry: entry.summary) -> None:
         click.echo(f"{title}:")
-        for name, entry in registry.items():
-            click.echo(f"  {name:14s} {first_line(entry)}")
-    click.echo("defenses (--defense NAME[:PARAM][,KEY=VALUE]):")
-    for name, defense in DEFENSES.items():
-        options = "".join(f",{key}=" for key in defense.options)
-        spec = f"{name}:{defense.param_name}{options}"
-        click.echo(f"  {spec:34s} {defense.summary} (default {defense.default_param:g})")
-    click.echo("  aliases: " + ", ".join(f"{a} = {n}" for a, n in ALIASES.items()))
-    click.echo("controls (--control):")
-    click.echo("  none           the shared update itself")
-    click.echo("  random-gradient  noise at each layer's norm instead of the update, the same "
-               "labels and defense: what the prior and the labels alone give")
-    from ggl.generators import SHIPPED_PRIORS, ships_conditional_prior
-    from ggl.generators.biggan import BIGGAN_MODELS
-    from ggl.optimizers import OWN_METHODS, method_names
+        for entry in registry.entries(include_more=False):
+            aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
+            click.echo(f"  {spec(entry):{width}s} {summary(entry)}{aliases}")
 
-    conditional = [d for d in SHIPPED_PRIORS if ships_conditional_prior(d)]
-    click.echo("generators (--generator):")
-    click.echo(f"  default        the shipped prior of the dataset: its class-conditional one, "
-               f"drawing the labels the attack inferred or was given, where ggl ships one "
-               f"({', '.join(conditional) or 'none'}), else the unconditional one "
-               f"({', '.join(SHIPPED_PRIORS)})")
-    click.echo("  default-unconditional, default-conditional  one of the two by name")
-    click.echo("  wgan-gp:PATH   a `ggl train-prior` output folder")
-    for name in BIGGAN_MODELS:
-        click.echo(f"  {name}:DIR  pytorch-pretrained-biggan folder (config.json + weights)")
-    click.echo("latent optimizers (--ng_method):")
-    click.echo("  adam           Adam in latent space, cosine lr ramp")
-    click.echo("  BO, turbo      TuRBO-1 on BoTorch")
-    nevergrad = [n for n in method_names() if n not in OWN_METHODS]
-    click.echo(f"  nevergrad ({len(nevergrad)}): " + ", ".join(nevergrad))
+    section("attacks (--attack; options: --set KEY=VALUE)", ATTACKS)
+    for entry in ATTACKS.entries():
+        options = ", ".join(f"{name}={spec.describe()}"
+                            for name, spec in option_specs(entry.factory.Options).items())
+        click.echo(textwrap.fill(options, width=88, initial_indent=f"    {entry.name}: ",
+                                 subsequent_indent="      "))
+    section("models (--model)", MODELS)
+    section("datasets (--dataset)", DATASETS)
+
+    def defense_spec(entry) -> str:
+        cls = entry.factory
+        return f"{entry.name}:{cls.param_name}" + "".join(f",{key}=" for key in cls.options)
+
+    section("defenses (--defense NAME[:PARAM][,KEY=VALUE])", DEFENSES, 34, defense_spec,
+            lambda e: f"{e.summary} (default {e.factory.default_param:g})")
+    section("controls (--control)", CONTROLS, 16)
+    section("distances (--distance)", DISTANCES)
+    section("layer weights (--layer-weights)", LAYER_WEIGHTS)
+    section("label methods (chosen by the batch size unless --known-labels)", LABEL_METHODS)
+    section("inits (--init)", INITS)
+    section("generators (--generator)", GENERATORS, 22,
+            lambda e: f"{e.name}:{'PATH' if e.name == 'wgan-gp' else 'DIR'}"
+            if e.name in LOCATED else e.name)
+    section("latent optimizers (--ng_method)", OPTIMIZERS)
+    nevergrad = [name for name in OPTIMIZERS.names() if name not in
+                 OPTIMIZERS.names(include_more=False)]
+    click.echo(textwrap.fill(", ".join(nevergrad), width=88,
+                             initial_indent=f"  nevergrad ({len(nevergrad)}): ",
+                             subsequent_indent="    "))
     click.echo("search stages (--stages NAME[:EVALUATIONS],...):")
     click.echo("  sample         score prior draws in batches, keep the --starts best")
     click.echo("  <optimizer>    any latent optimizer above, from each start")

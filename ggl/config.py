@@ -1,12 +1,14 @@
-"""The validated run configuration shared by the CLI, the Python API and sweeps."""
+"""The run configuration shared by the CLI, the Python API and sweeps.
+
+A ``RunConfig`` is what a user writes; :func:`ggl.plan.resolve` checks it and turns it into
+the parts of a run. This module imports no torch (``ggl --help`` stays fast).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from ggl import constants
-from ggl.errors import GGLError, choose
+from ggl.errors import GGLError
 
 #: options every attack understands; ``None`` keeps the attack's own (paper) default
 COMMON_ATTACK_OPTIONS = ("budget", "lr", "tv", "distance", "layer_weights", "restarts", "init")
@@ -56,53 +58,20 @@ class RunConfig:
     lpips_weights: str | None = None
     out: str | None = None
 
-    def validate(self) -> "RunConfig":
-        """Check names and numbers that can be checked without loading anything."""
-        from ggl.attacks import ATTACKS
-        from ggl.controls import CONTROLS
-        from ggl.data import DATASETS
-        from ggl.dropout import check_rate
-        from ggl.models import MODELS
-
-        choose(ATTACKS, self.attack, "attack")
-        choose(MODELS, self.model, "model")
-        choose(DATASETS, self.dataset, "dataset")
-        choose(CONTROLS, self.control, "control")
-        if self.batch_size <= 0:
-            raise GGLError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.model_mode not in ("eval", "train"):
-            raise GGLError(f"--model-mode must be 'eval' or 'train', got {self.model_mode!r}")
-        if self.victim_steps < 0:
-            raise GGLError(f"--victim-steps must be >= 0, got {self.victim_steps}")
-        check_rate(self.dropout)
-        resolve_device(self.device)
-        self.build_defenses()
-        self.build_attack()          # validates the attack options
-        return self
-
     def attack_options(self) -> dict:
+        """The attack's options this config sets (the common ones and ``extra``)."""
         options = {name: getattr(self, name) for name in COMMON_ATTACK_OPTIONS}
         options.update(self.extra)
         return {k: v for k, v in options.items() if v is not None}
-
-    def build_attack(self):
-        from ggl.attacks import ATTACKS
-
-        return choose(ATTACKS, self.attack, "attack")(seed=self.seed, adaptive=self.adaptive,
-                                                      defense_known=self.defense_known,
-                                                      **self.attack_options())
-
-    def build_defenses(self) -> list:
-        from ggl.defenses import parse_defenses
-
-        return parse_defenses(self.defense, self.d_param)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> "torch.device":
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-from ggl.scenario import Observation
+from ggl.contracts import Observation
+from ggl.registry import Registry
 
 CONTROL_SEED_OFFSET = 2_000_029
 
@@ -59,4 +60,8 @@ def random_gradient(observation: Observation, seed: int) -> tuple[Observation, d
 
 #: ``--control`` name -> ``(observation, seed) -> (observation, facts)``; ``none``: the
 #: real update
-CONTROLS: dict[str, Callable | None] = {"none": None, "random-gradient": random_gradient}
+CONTROLS: Registry[Callable | None] = Registry("control")
+CONTROLS.add("none", None, "the shared update itself")
+CONTROLS.add("random-gradient", random_gradient,
+             "noise at each layer's norm instead of the update, the same labels and "
+             "defense: what the prior and the labels alone give")

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from ggl import constants
-from ggl.errors import GGLError, choose
+from ggl.errors import GGLError
+from ggl.registry import Registry
 
 
 @dataclass
@@ -236,7 +237,7 @@ def load_image_folder(root=None, download=False, resolution=64) -> ImageData:
 
 
 #: name -> loader(root, download, resolution) -> ImageData
-DATASETS: dict[str, Callable[..., ImageData]] = {
+DATASETS: Registry[Callable[..., ImageData]] = Registry.of("dataset", {
     "mnist": load_offline_mnist,
     "mnist-full": load_mnist_full,
     "fashion-mnist": load_fashion_mnist,
@@ -245,7 +246,7 @@ DATASETS: dict[str, Callable[..., ImageData]] = {
     "celeba": load_celeba,
     "imagefolder": load_image_folder,
     "imagenet": load_image_folder,
-}
+})
 
 #: default resolution per dataset, used when --resolution is not given
 DEFAULT_RESOLUTION = {"imagefolder": 64, "imagenet": 224}
@@ -254,7 +255,7 @@ DEFAULT_RESOLUTION = {"imagefolder": 64, "imagenet": 224}
 def load_dataset(name: str, root=None, download: bool = False,
                  resolution: int | None = None) -> ImageData:
     """Load a registered dataset by name (see ``DATASETS``)."""
-    loader = choose(DATASETS, name, "dataset")
+    loader = DATASETS.choose(name)
     if resolution is not None and resolution <= 0:
         raise GGLError(f"--resolution must be positive, got {resolution}")
     data = loader(root=root, download=download,

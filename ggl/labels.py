@@ -25,9 +25,10 @@ import copy
 
 import torch
 
+from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.models import last_linear
-from ggl.scenario import Observation
+from ggl.registry import Registry
 
 
 def _head_gradients(observation: Observation) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -92,13 +93,23 @@ def count_labels(observation: Observation, samples: int = 64, seed: int = 0) -> 
 
 
 #: name -> inference(observation) -> labels (B,)
-LABEL_METHODS = {"idlg": idlg_label, "bias-count": count_labels}
+LABEL_METHODS: Registry = Registry("label method")
+LABEL_METHODS.add("idlg", idlg_label, "B = 1: the head's bias gradient (iDLG), else its "
+                                      "weight rows")
+LABEL_METHODS.add("bias-count", count_labels, "B >= 1: label counts from the head's bias "
+                                              "gradient and the public images' mean softmax")
+
+
+def label_method(observation: Observation) -> str:
+    """How an attack gets its labels: ``known``, else iDLG (B = 1) or counts (B > 1)."""
+    if observation.labels is not None:
+        return "known"
+    return "idlg" if observation.batch_size == 1 else "bias-count"
 
 
 def infer_labels(observation: Observation) -> torch.Tensor:
     """The labels an attack uses: the known ones if granted, else iDLG (B = 1) or counts."""
-    if observation.labels is not None:
+    method = label_method(observation)
+    if method == "known":
         return observation.labels
-    if observation.batch_size == 1:
-        return idlg_label(observation)
-    return count_labels(observation)
+    return LABEL_METHODS[method](observation)

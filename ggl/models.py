@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ggl.dropout import MaskedDropout, check_rate
-from ggl.errors import GGLError, choose
+from ggl.errors import GGLError
+from ggl.registry import Registry
 
 
 class LeNet(nn.Module):
@@ -200,13 +201,13 @@ class ViT(nn.Module):
 
 
 #: name -> constructor(channels, resolution, num_classes, width) -> nn.Module
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: Registry[Callable[..., nn.Module]] = Registry.of("model", {
     "lenet": LeNet,
     "convnet": ConvNet,
     "resnet18": resnet18,
     "mlp": MLP,
     "vit": ViT,
-}
+})
 
 
 def build_victim(name: str, channels: int, resolution: int, num_classes: int, *,
@@ -224,7 +225,7 @@ def build_victim(name: str, channels: int, resolution: int, num_classes: int, *,
         GGLError: unknown name or mode, a weights file that is missing, corrupt or of
             another architecture, or a model that cannot take ``(channels, R, R)`` input.
     """
-    constructor = choose(MODELS, name, "model")
+    constructor = MODELS.choose(name)
     if mode not in ("eval", "train"):
         raise GGLError(f"model mode must be 'eval' or 'train', got {mode!r}")
     with torch.random.fork_rng(devices=[]):

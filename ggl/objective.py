@@ -12,16 +12,20 @@ for the whole population at once with ``torch.func`` (``"vmap"``); both give the
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+import typing
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ggl.errors import GGLError, choose
+from ggl.contracts import Gradients
+from ggl.errors import GGLError
+from ggl.registry import Registry
 
-Gradients = list[torch.Tensor]            # one tensor per parameter, each (P, *param_shape)
 
+#: how trial gradients are computed: one candidate at a time, batched, or chosen per call
+EvaluationPath = Literal["auto", "loop", "vmap"]
 #: on a GPU, the vmap path keeps per-candidate gradients within this fraction of free memory
 GPU_MEMORY_FRACTION = 0.25
 #: on the CPU, the vmap path keeps per-candidate gradients within this many bytes
@@ -62,33 +66,42 @@ def layer_cosine(trial: Gradients, target: Gradients, weights: torch.Tensor) -> 
 
 
 #: name -> distance(trial, target, layer_weights (L,)) -> (P,)
-DISTANCES: dict[str, Callable[[Gradients, Gradients, torch.Tensor], torch.Tensor]] = {
-    "l2": squared_l2,
-    "l1": l1,
-    "cosine": cosine,
-    "layer-cosine": layer_cosine,
-}
+DISTANCES: Registry[Callable[[Gradients, Gradients, torch.Tensor], torch.Tensor]] = \
+    Registry("distance")
+DISTANCES.add("l2", squared_l2, "squared L2 per layer, weighted (DLG, GGL)")
+DISTANCES.add("l1", l1, "L1 per layer, weighted")
+DISTANCES.add("cosine", cosine, "1 - cosine similarity over all layers (Inverting Gradients)")
+DISTANCES.add("layer-cosine", layer_cosine, "1 - cosine similarity of each layer, weighted")
 
 
 # ---------------------------------------------------------------- layer weights
-def layer_weights(scheme: str, num_layers: int) -> torch.Tensor:
-    """Weights ``(L,)`` of the parameter tensors, in ``model.parameters()`` order.
+def _mean_weights(num_layers: int) -> torch.Tensor:
+    return torch.ones(num_layers) / num_layers
 
-    * ``mean``: 1/L each (GGL's mean over layers).
-    * ``sum``: 1 each (DLG's plain sum).
-    * ``exponential``: GGL's ImageNet weights, ``w[3i:3i+3] /= 2**i`` for i < 20, then 1/L,
-      so shallow layers weigh most.
-    """
-    schemes = {"mean", "sum", "exponential"}
-    if scheme not in schemes:
-        raise GGLError(f"unknown layer weights {scheme!r}; valid: {', '.join(sorted(schemes))}")
+
+def _sum_weights(num_layers: int) -> torch.Tensor:
+    return torch.ones(num_layers)
+
+
+def _exponential_weights(num_layers: int) -> torch.Tensor:
     weights = torch.ones(num_layers)
-    if scheme == "sum":
-        return weights
-    if scheme == "exponential":
-        for i in range(min(20, math.ceil(num_layers / 3))):
-            weights[3 * i:3 * i + 3] /= 2 ** i
+    for i in range(min(20, math.ceil(num_layers / 3))):
+        weights[3 * i:3 * i + 3] /= 2 ** i
     return weights / num_layers
+
+
+#: name -> weights(num_layers) -> (L,), in ``model.parameters()`` order
+LAYER_WEIGHTS: Registry[Callable[[int], torch.Tensor]] = Registry("layer weights",
+                                                                  "layer weights")
+LAYER_WEIGHTS.add("mean", _mean_weights, "1/L each (GGL's mean over layers)")
+LAYER_WEIGHTS.add("sum", _sum_weights, "1 each (DLG's plain sum)")
+LAYER_WEIGHTS.add("exponential", _exponential_weights,
+                  "GGL's ImageNet weights: w[3i:3i+3] /= 2**i for i < 20, then 1/L")
+
+
+def layer_weights(scheme: str, num_layers: int) -> torch.Tensor:
+    """Weights ``(L,)`` of the parameter tensors by ``scheme`` (see ``LAYER_WEIGHTS``)."""
+    return LAYER_WEIGHTS.choose(scheme)(num_layers)
 
 
 _layer_weights = layer_weights       # GradientMatching's argument of that name shadows it
@@ -148,8 +161,9 @@ class GradientMatching:
                  path: str = "auto", chunk_size: int | None = None,
                  trial_transform: Callable[[Gradients], Gradients] | None = None,
                  dropped_layers: Sequence[int] = ()):
-        if path not in ("auto", "loop", "vmap"):
-            raise GGLError(f"unknown evaluation path {path!r}; valid: auto, loop, vmap")
+        if path not in typing.get_args(EvaluationPath):     # a caller of the library itself
+            raise GGLError(f"unknown evaluation path {path!r}; valid: "
+                           f"{', '.join(typing.get_args(EvaluationPath))}")
         self.model = model
         self.params = [p for p in model.parameters()]
         self.target = [g.detach() for g in target]
@@ -162,7 +176,7 @@ class GradientMatching:
             self.distance = distance
         else:
             self.distance_name = distance
-            self.distance = choose(DISTANCES, distance, "distance")
+            self.distance = DISTANCES.choose(distance)
         self.weights = _layer_weights(layer_weights, len(self.params)).to(
             self.target[0].device, self.target[0].dtype)
         if dropped_layers:

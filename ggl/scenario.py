@@ -10,87 +10,17 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ggl.contracts import Defense, Observation, Secret
 from ggl.dropout import recorded_masks, set_dropout
 from ggl.errors import GGLError
 
 DEFENSE_SEED_OFFSET = 1_000_003
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the server sees of one client's round of FedSGD.
-
-    Attributes:
-        model: the server's copy of the victim, in the mode the client used.
-        gradient: the shared (possibly defended) update, one tensor per parameter of
-            ``model.parameters()``, in that order.
-        batch_size: B, the number of private images behind the gradient.
-        image_shape: ``(C, H, W)`` of one input.
-        num_classes: K, the number of labels.
-        mean, std: the normalization of the data domain (per channel), which fixes the
-            valid pixel box ``[(0 - mean) / std, (1 - mean) / std]``.
-        labels: ``(B,)`` true labels when the threat model grants them (``--known-labels``),
-            otherwise ``None``.
-        defense_names: the defenses the client applied, as the server may know them.
-        defenses: the same defenses as objects (with their parameters): what an adaptive
-            attacker models when the defense is known (``--adaptive``).
-        public_images: ``(N, C, H, W)`` images of the public split: the server's own data
-            of the domain (GGL's threat model), disjoint from every client's private data.
-        domain: the name of the data domain (a dataset name such as ``"mnist"``), which
-            the server knows; GGL picks its default generative prior by it.
-    """
-
-    model: nn.Module
-    gradient: tuple[torch.Tensor, ...]
-    batch_size: int
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    labels: torch.Tensor | None = None
-    defense_names: tuple[str, ...] = ()
-    defenses: tuple = ()
-    public_images: torch.Tensor | None = None
-    domain: str | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.gradient[0].device
-
-    def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower and upper bound of valid normalized pixels, each ``(C, 1, 1)``."""
-        mean = torch.tensor(self.mean, device=self.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(-1, 1, 1)
-        return (0 - mean) / std, (1 - mean) / std
-
-
-@dataclass(frozen=True)
-class Secret:
-    """The client's private data: ``images (B, C, H, W)`` normalized, ``labels (B,)``, and
-    the dropout masks its forward pass drew (one ``(B, *activation)`` 0/1 tensor per dropout
-    layer of the model, in ``ggl.dropout.dropout_layers`` order; empty without dropout):
-    kept for oracle baselines and tests, never shown to an attack."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: tuple[int, ...]
-    dropout_masks: tuple[torch.Tensor, ...] = ()
-
-
-class Defense(Protocol):
-    """Client-side defense hook: returns a defended copy of the gradient, never mutates it."""
-
-    name: str
-
-    def apply(self, gradient: Sequence[torch.Tensor], context: dict) -> list[torch.Tensor]:
-        ...
 
 
 def client_gradient(model: nn.Module, images: torch.Tensor,
@@ -185,7 +115,6 @@ class Scenario:
             num_classes=self.num_classes,
             mean=self.mean, std=self.std,
             labels=self.labels.clone() if self.known_labels else None,
-            defense_names=tuple(d.name for d in self.defenses),
             defenses=tuple(self.defenses),
             public_images=self.public_images,
             domain=self.domain,

@@ -91,6 +91,7 @@ class TuRBO(LatentOptimizer):
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor):
         import gpytorch
+        from botorch.exceptions.errors import ModelFittingError
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms.outcome import Standardize
@@ -109,8 +110,8 @@ class TuRBO(LatentOptimizer):
             try:
                 fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
                                  optimizer_kwargs={"options": {"maxiter": FIT_STEPS}})
-            except Exception:        # botorch raises when every fitting retry fails:
-                pass                 # keep the prior hyperparameters, as TuRBO does
+            except ModelFittingError:   # every fitting retry failed: keep the prior
+                self._fit_failures += 1  # hyperparameters, as TuRBO does (counted in info)
         return model
 
     def _candidates(self, model, x: torch.Tensor, y: torch.Tensor, region: TrustRegion,
@@ -133,8 +134,10 @@ class TuRBO(LatentOptimizer):
         mask[empty, torch.randint(dim, (len(empty),), generator=rng)] = True
         candidates = center.expand(self.candidates, dim).clone()
         candidates[mask] = perturbation[mask]
-        torch.manual_seed(seed)     # Thompson sampling draws from torch's global generator
-        with torch.no_grad():
+        # Thompson sampling draws from torch's global generator: seed it inside a fork, so
+        # the caller's global random state is left as it was
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
             return MaxPosteriorSampling(model=model, replacement=False)(
                 candidates, num_samples=min(region.batch_size, self._remaining))
 
@@ -151,7 +154,7 @@ class TuRBO(LatentOptimizer):
                   tracker: BestTracker) -> SearchResult:
         dim = init.numel()
         rng = torch.Generator().manual_seed(self.seed)
-        restarts = 0
+        restarts = self._fit_failures = 0
         while tracker.remaining > 0:
             self._remaining = tracker.remaining
             count = min(self.initial_points, max(2, tracker.remaining - self.population),
@@ -169,4 +172,5 @@ class TuRBO(LatentOptimizer):
                 x, y = torch.cat([x, batch]), torch.cat([y, values])
             restarts += int(region.collapsed)
         return tracker.result(restarts=restarts, batch_size=self.population,
-                              initial_points=self.initial_points)
+                              initial_points=self.initial_points,
+                              gp_fit_failures=self._fit_failures)

@@ -1,9 +1,12 @@
 """The Python API mirrors the command: ``ggl.run(ggl.RunConfig(...))``."""
 import pytest
 import torch
+from click.testing import CliRunner
 
 import ggl
+from ggl.cli import cli
 from ggl.metrics import psnr, to_unit_range
+from ggl.plan import resolve
 
 
 def test_run_without_writing():
@@ -43,11 +46,45 @@ def test_run_raises_ggl_errors():
         ggl.run(ggl.RunConfig(attack="idlg", index=(1000,), budget=1), write=False)
 
 
-def test_config_validate_and_to_dict():
-    config = ggl.RunConfig(attack="ig", budget=7, extra={"signed": False})
-    assert config.validate() is config
-    attack = config.build_attack()
-    assert attack.options.budget == 7 and attack.options.signed is False
+def test_config_resolves_to_a_plan_and_to_dict():
+    config = ggl.RunConfig(attack="ig", budget=7, extra={"signed": False},
+                           defense=("gaussian:0.1",))
+    plan = resolve(config)
+    assert plan.config is config
+    assert plan.attack.options.budget == 7 and plan.attack.options.signed is False
+    assert plan.defense_records() == [{"spec": "noise:0.1", "name": "noise", "param": 0.1,
+                                       "options": {}}]
     assert config.to_dict()["budget"] == 7
     with pytest.raises(ggl.GGLError, match="batch-size"):
-        ggl.RunConfig(batch_size=-3).validate()
+        resolve(ggl.RunConfig(batch_size=-3))
+    with pytest.raises(ggl.GGLError, match="signed must be true or false"):
+        resolve(ggl.RunConfig(attack="ig", extra={"signed": "maybe"}))
+
+
+@pytest.mark.parametrize("control, runs", [("none", 1), ("random-gradient", 2)])
+def test_a_run_parses_its_defense_and_builds_its_attack_once(monkeypatch, tmp_path, control,
+                                                             runs):
+    """`ggl run` resolves its config once: one defense parse and one attack per run (the
+    control is a run of its own)."""
+    import ggl.defenses as defenses
+    from ggl.attacks.base import Attack
+
+    calls = {"defense": 0, "attack": 0}
+    parse, build = defenses.parse_defense, Attack.__init__
+
+    def counted_parse(*args, **kwargs):
+        calls["defense"] += 1
+        return parse(*args, **kwargs)
+
+    def counted_build(self, *args, **kwargs):
+        calls["attack"] += 1
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(defenses, "parse_defense", counted_parse)
+    monkeypatch.setattr(Attack, "__init__", counted_build)
+    result = CliRunner().invoke(cli, ["run", "--attack", "idlg", "--budget", "2", "--index",
+                                      "0", "--defense", "noise:0.01", "--control", control,
+                                      "--device", "cpu", "--quiet", "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert calls == {"defense": runs, "attack": runs}

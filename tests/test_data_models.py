@@ -143,8 +143,8 @@ def test_train_victim_lowers_the_loss(mnist):
 
 
 def test_victim_steps_train_the_global_model():
-    untrained, _, _ = prepare(RunConfig(attack="idlg", index=(0,), device="cpu"))
-    trained, data, _ = prepare(RunConfig(attack="idlg", index=(0,), device="cpu",
+    untrained, _ = prepare(RunConfig(attack="idlg", index=(0,), device="cpu"))
+    trained, data = prepare(RunConfig(attack="idlg", index=(0,), device="cpu",
                                          victim_steps=30))
     images = torch.stack([data.public[i][0] for i in range(256)])
     labels = torch.tensor([data.public[i][1] for i in range(256)])

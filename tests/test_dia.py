@@ -94,7 +94,7 @@ def test_latent_attack_models_masks_in_the_unit_interval_only_with_adam():
     assert len(info["latent"]) == 128                      # the latent only, not the masks
     with pytest.raises(GGLError, match="needs --ng_method adam, not 'CMA'"):
         run(RunConfig(attack="ggl", extra={"dropout_masks": "model"}, **common), write=False)
-    with pytest.raises(GGLError, match="unknown --dropout-masks 'maybe'; valid: ignore, model"):
+    with pytest.raises(GGLError, match="unknown dropout_masks 'maybe'; valid: ignore, model"):
         run(RunConfig(attack="ggl", extra={"ng_method": "adam", "dropout_masks": "maybe"},
                       **common), write=False)
 

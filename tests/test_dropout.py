@@ -7,6 +7,7 @@ from ggl import RunConfig
 from ggl.cli import cli
 from ggl.dropout import MaskedDropout, dropout_layers, supplied_masks
 from ggl.errors import GGLError
+from ggl.plan import resolve
 from ggl.scenario import client_gradient
 
 #: model -> the activation shape of each dropout layer for one 1x32x32 image (B = 1)
@@ -91,7 +92,7 @@ def test_bad_dropout_rate_is_one_clear_error(rate):
     assert "--dropout must be a rate in [0, 1)" in result.output
     # caught by the config's own check, before any data or model is loaded (sweeps too)
     with pytest.raises(GGLError, match=r"--dropout must be a rate in \[0, 1\)"):
-        RunConfig(model="mlp", dropout=float(rate)).validate()
+        resolve(RunConfig(model="mlp", dropout=float(rate)))
 
 
 def test_dropout_layer_is_identity_in_eval_mode_and_at_rate_zero():

@@ -154,7 +154,7 @@ def test_gallery_appends_images_beyond_the_limit(mnist, monkeypatch):
 # ------------------------------------------------------------------ ceiling and search gap
 @pytest.fixture(scope="module")
 def prior():
-    from ggl.generators.prior import build_prior
+    from ggl.generators import build_prior
 
     return build_prior("default-unconditional", "mnist").bind((1, 32, 32), (0.5,), (0.5,))
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ggl.generators.prior import Prior, build_prior, wgan_gp_prior
+from ggl.generators import build_prior
+from ggl.generators.prior import Prior, wgan_gp_prior
 from ggl.generators.wgan_gp import WGANConfig, WGANGenerator
 from ggl import RunConfig, run
 from ggl.attacks.latent import GGL, latent_kl
@@ -143,7 +144,9 @@ def test_each_optimizer_lowers_the_objective(matching_problem, method, budget, o
     population = options.pop("population", None)
     optimizer = build_optimizer(method, seed=1, population=population, **options)
     start = loss(init[None]).item()
+    global_state = torch.get_rng_state()
     result = optimizer.minimize(loss, init, budget)
+    assert torch.equal(torch.get_rng_state(), global_state)    # seeded on its own streams
     assert result.evaluations == budget == len(result.history)
     assert all(a >= b for a, b in zip(result.history, result.history[1:]))  # best so far
     assert result.loss < 0.5 * start, (method, start, result.loss)

@@ -7,10 +7,11 @@ import torch
 from ggl.api import prepare
 from ggl.attacks import ATTACKS
 from ggl.config import RunConfig
-from ggl.scenario import Observation, Scenario, Secret, client_gradient
+from ggl.contracts import Observation, Secret
+from ggl.scenario import Scenario, client_gradient
 
 DOCUMENTED_FIELDS = {"model", "gradient", "batch_size", "image_shape", "num_classes", "mean",
-                     "std", "labels", "defense_names", "defenses", "public_images", "domain"}
+                     "std", "labels", "defenses", "public_images", "domain"}
 
 
 def _reachable_tensors(obj, seen=None):
@@ -78,7 +79,7 @@ def test_observation_shares_no_storage_with_the_secret(model, mode, known_labels
     config = RunConfig(attack="idlg", model=model, model_mode=mode, width=8 if model ==
                        "convnet" else None, index=(3,), batch_size=2, device="cpu",
                        known_labels=known_labels)
-    scenario, data, _ = prepare(config)
+    scenario, data = prepare(config)
     observation, secret = scenario.observe()
     private_storages = {_storage(secret.images), _storage(secret.labels),
                         _storage(scenario.images), _storage(scenario.labels),
@@ -106,7 +107,7 @@ def test_observation_fields_are_exactly_the_documented_set(lenet, observe):
     assert observation.batch_size == 2
     assert observation.image_shape == (1, 32, 32)
     assert observation.num_classes == 10
-    assert observation.defense_names == ()
+    assert observation.defenses == ()
     assert len(observation.gradient) == len(list(lenet.parameters()))
     with pytest.raises(dataclasses.FrozenInstanceError):
         observation.labels = secret.labels                    # frozen
@@ -162,7 +163,7 @@ def test_defense_is_applied_to_a_copy(lenet, observe):
     defense = AddConstant("shift", 1.0)
     observation, secret, scenario = observe(lenet, [3, 4], defenses=[defense])
     clean = client_gradient(lenet, secret.images, secret.labels)
-    assert observation.defense_names == ("shift",)
+    assert [d.name for d in observation.defenses] == ["shift"]
     # the observation holds the defended gradient
     for shared, own in zip(observation.gradient, clean):
         torch.testing.assert_close(shared, own + 1.0)
@@ -182,7 +183,7 @@ def test_defenses_apply_in_order(lenet, observe):
     observation, secret, _ = observe(lenet, [3], defenses=[AddConstant("shift", 1.0),
                                                            Double()])
     clean = client_gradient(lenet, secret.images, secret.labels)
-    assert observation.defense_names == ("shift", "double")
+    assert [d.name for d in observation.defenses] == ["shift", "double"]
     for shared, own in zip(observation.gradient, clean):
         torch.testing.assert_close(shared, 2 * (own + 1.0))      # not 2 * own + 1
 

@@ -20,7 +20,7 @@ import torch
 
 
 def main() -> None:
-    from ggl.generators.prior import build_prior
+    from ggl.generators import build_prior
     from ggl.ceiling import project
     from ggl.data import load_dataset
     from ggl.judge import load_judge, stack_split

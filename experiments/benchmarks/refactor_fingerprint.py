@@ -15,6 +15,7 @@ there is one. Wall times are left out (they are noise).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,10 @@ INFO_KEPT = ("latent", "stages", "starts", "trial_gradient_losses", "returned_st
 def _facts(record: dict) -> dict:
     facts = {key: record.get(key) for key in KEPT}
     facts["info"] = {key: record.get("info", {}).get(key) for key in INFO_KEPT}
+    if isinstance(facts["info"]["generator"], str):    # the shipped prior's path names the
+        facts["info"]["generator"] = re.sub(           # checkout: keep what is inside it
+            r"^(\w[\w-]*:).*(/generators/weights/)", r"\1<checkout>\2",
+            facts["info"]["generator"])
     if "control_comparison" in record:
         facts["control_comparison"] = record["control_comparison"]
     return facts

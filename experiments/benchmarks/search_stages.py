@@ -29,6 +29,7 @@ def main(digits: list[int], plans: dict, defense: str, out_path: str, model: str
     from ggl.api import honest_score, prepare
     from ggl.attacks.latent import GGL
     from ggl.config import RunConfig
+    from ggl.plan import resolve
 
     torch.set_num_threads(1)
     with open(out_path, "a") as out:
@@ -36,9 +37,11 @@ def main(digits: list[int], plans: dict, defense: str, out_path: str, model: str
             config = RunConfig(index=(digit,), model=model,
                                defense=() if defense == "none" else (defense,),
                                adaptive=defense.startswith("compression"),
-                               device="cpu").validate()
+                               device="cpu")
+            plan = resolve(config)
             torch.manual_seed(config.seed)
-            scenario, data, device = prepare(config)
+            scenario, data = prepare(plan)
+            device = plan.device
             observation, secret = scenario.observe()
             for name, options in plans.items():
                 attack = GGL(seed=config.seed, adaptive=config.adaptive, **options)

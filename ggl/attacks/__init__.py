@@ -1,12 +1,15 @@
-"""Attack registry: user-facing name -> Attack class."""
+"""Attack registry: user-facing name -> Attack class (``ggl list`` shows them)."""
 from ggl.attacks.analytic import PrecodeAnalytic
 from ggl.attacks.base import Attack, Reconstruction
 from ggl.attacks.dia import DropoutInversion, OracleIG
 from ggl.attacks.latent import GGL
 from ggl.attacks.pixel import DLG, IDLG, IGAdam, InvertingGradients
+from ggl.registry import Registry
 
 #: name -> Attack subclass
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
-    DLG, IDLG, InvertingGradients, IGAdam, GGL, PrecodeAnalytic, DropoutInversion, OracleIG)}
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+for _cls in (DLG, IDLG, InvertingGradients, IGAdam, GGL, PrecodeAnalytic, DropoutInversion,
+             OracleIG):
+    ATTACKS.add(_cls.name, _cls, _cls.summary)
 
 __all__ = ["ATTACKS", "Attack", "Reconstruction"]

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
-from ggl.attacks.pixel import REPORT_EVERY, Snapshots, initial_images
+from ggl.attacks.pixel import INITS, REPORT_EVERY, Snapshots, initial_images
+from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.objective import total_variation
-from ggl.scenario import Observation
 
 
 class _Captured(Exception):
@@ -118,7 +119,7 @@ class PrecodeAnalyticOptions:
     budget: int = 2000
     lr: float = 0.1
     tv: float = 3e-4
-    init: str = "rand"
+    init: Annotated[str, INITS] = "rand"
     row_fraction: float = 1e-3
 
 
@@ -146,8 +147,6 @@ class PrecodeAnalytic(Attack):
             raise GGLError(f"--lr must be positive, got {o.lr}")
         if not o.tv >= 0:
             raise GGLError(f"--tv must be non-negative, got {o.tv}")
-        if o.init not in ("rand", "randn", "zeros"):
-            raise GGLError(f"unknown init {o.init!r}; valid: rand, randn, zeros")
         if not 0 < o.row_fraction <= 1:
             raise GGLError(f"row_fraction must be in (0, 1], got {o.row_fraction}")
 

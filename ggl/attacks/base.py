@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
 
 from ggl.ceiling import LatentSearch
+from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.objective import GradientMatching
-from ggl.scenario import Observation
+from ggl.options import build
 
 #: progress(iteration, budget, loss) — called by attacks as they go
 Progress = Callable[[int, int, float], None]
@@ -49,8 +50,10 @@ class Reconstruction:
 class Attack:
     """Base class: an attack is built from options and reconstructs from an Observation.
 
-    Subclasses set ``name``, an ``Options`` dataclass whose defaults are the paper's, and
-    implement ``_reconstruct(observation, progress)``.
+    Subclasses set ``name``, an ``Options`` dataclass whose defaults are the paper's and
+    whose annotations are the one schema of the attack's options (:mod:`ggl.options`: the
+    CLI, ``--set``, sweeps and ``ggl list`` read it), check what the types cannot say in
+    ``_validate`` (ranges, combinations), and implement ``_reconstruct``.
     """
 
     name: ClassVar[str]
@@ -59,13 +62,7 @@ class Attack:
 
     def __init__(self, seed: int = 0, adaptive: bool = False, defense_known: bool = True,
                  **overrides):
-        valid = {f.name for f in fields(self.Options)}
-        unknown = set(overrides) - valid
-        if unknown:
-            raise GGLError(f"attack {self.name!r} has no option(s) {', '.join(sorted(unknown))}; "
-                           f"its options: {', '.join(sorted(valid))}")
-        self.options = replace(self.Options(), **{k: v for k, v in overrides.items()
-                                                  if v is not None})
+        self.options = build(self.Options, overrides, f"attack {self.name!r}")
         self.seed = seed
         self.adaptive = adaptive
         self.defense_known = defense_known

@@ -20,9 +20,10 @@ import torch
 
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.attacks.pixel import IGOptions, InvertingGradients
+from ggl.contracts import Observation
 from ggl.dropout import MaskModel, supplied_masks
 from ggl.errors import GGLError
-from ggl.scenario import Observation
+from ggl.objective import EvaluationPath
 
 
 def mask_model(observation: Observation) -> MaskModel:
@@ -39,7 +40,7 @@ class DIAOptions(IGOptions):
 
     tv: float = 1e-5
     mask_rate_weight: float = 1e-4
-    path: str = "loop"
+    path: EvaluationPath = "loop"
 
 
 class DropoutInversion(InvertingGradients):

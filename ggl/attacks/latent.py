@@ -28,6 +28,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
@@ -36,16 +37,16 @@ from ggl.attacks.dia import mask_model
 from ggl.attacks.stages import (GENERATOR_STAGES, GIAS, SAMPLE, extend_history,
                                run_latent_stages)
 from ggl.ceiling import LatentSearch
+from ggl.contracts import Observation
 from ggl.dropout import supplied_masks
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
-from ggl.objective import DISTANCES, total_variation
-from ggl.scenario import Observation
+from ggl.generators import check_generator
+from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath, total_variation
+from ggl.optimizers import OPTIMIZERS, build_optimizer
 
 #: progress-GIF frames per trial
 FRAMES = 24
-#: --dropout-masks: how the latent attack treats the victim's dropout
-DROPOUT_MASK_MODES = ("ignore", "model")
 
 
 def latent_kl(latents: torch.Tensor) -> torch.Tensor:
@@ -83,8 +84,8 @@ class GGLOptions:
     generator: str = "default"
     population: int | None = None
     n_trials: int = 1
-    distance: str = "l2"
-    layer_weights: str = "mean"
+    distance: Annotated[str, DISTANCES] = "l2"
+    layer_weights: Annotated[str, LAYER_WEIGHTS] = "mean"
     kl: float = 0.1
     tv: float = 0.0
     lr: float = 0.1
@@ -93,9 +94,9 @@ class GGLOptions:
     refine_steps: int = 0
     refine_lr: float = 0.01
     refine_tv: float = 1.0
-    path: str = "auto"
+    path: EvaluationPath = "auto"
     chunk_size: int | None = None
-    dropout_masks: str = "ignore"
+    dropout_masks: Literal["ignore", "model"] = "ignore"
     mask_rate_weight: float = 1e-4
     stages: str | None = None
     starts: int | None = None
@@ -145,13 +146,9 @@ class GGL(Attack):
     def _validate(self) -> None:
         super()._validate()
         o = self.options
-        if o.distance not in DISTANCES:
-            raise GGLError(f"unknown distance {o.distance!r}; valid: {', '.join(sorted(DISTANCES))}")
+        check_generator(o.generator)
         if o.n_trials < 1:
             raise GGLError(f"--n_trials (--restarts) must be at least 1, got {o.n_trials}")
-        if o.dropout_masks not in DROPOUT_MASK_MODES:
-            raise GGLError(f"unknown --dropout-masks {o.dropout_masks!r}; valid: "
-                           f"{', '.join(DROPOUT_MASK_MODES)}")
         for name in ("kl", "tv", "refine_steps", "refine_tv", "mask_rate_weight", "gias_reg",
                      "gifd_radius_step"):
             if getattr(o, name) < 0:
@@ -177,8 +174,6 @@ class GGL(Attack):
                            f"with the latent: it needs --ng_method adam, not "
                            f"{', '.join(repr(m) for m in methods if m != 'adam')} (with "
                            f"--stages: every search stage adam)")
-        if self._one_method and o.starts == 1:
-            self.optimizer(o.ng_method, 0).check_budget(o.budget)   # GGL as published
         if self._default_plan:
             cma = self.plan[1].budget
             population = o.population or 50
@@ -198,6 +193,8 @@ class GGL(Attack):
             if stage.kind == "optimizer":
                 optimizer = self.optimizer(stage.name, 0)
                 self._black_box = self._black_box or not optimizer.differentiable
+                if self._one_method and o.starts == 1:
+                    optimizer.check_budget(o.budget)        # GGL as published: its message
                 least = optimizer.minimum_budget() * o.starts
                 if stage.budget < least:
                     raise GGLError(
@@ -216,7 +213,7 @@ class GGL(Attack):
             return (Stage("sample", sample), Stage("CMA", o.budget - sample - adam),
                     Stage("adam", adam))
         if self._one_method:
-            self.optimizer(o.ng_method, 0)            # an unknown method says so here
+            OPTIMIZERS.entry(o.ng_method)             # an unknown method says so here
             return (Stage(o.ng_method, o.budget),)
         plan = parse_plan(o.stages, o.budget if self._budget_given else None)
         self.options.budget = sum(stage.budget for stage in plan)
@@ -225,8 +222,6 @@ class GGL(Attack):
     def optimizer(self, method: str, search: int, project=None):
         """The latent optimizer ``method`` of search number ``search`` (seeded by it);
         ``project`` (adam only) is applied to the searched vector after every step."""
-        from ggl.optimizers import build_optimizer
-
         o = self.options
         extra = {"lr": o.lr, "project": project} if method == "adam" else {}
         return build_optimizer(method, population=o.population, bounds=o.bounds,
@@ -237,7 +232,7 @@ class GGL(Attack):
         return self.seed * 1000 + search
 
     def prior(self, observation: Observation):
-        from ggl.generators.prior import build_prior
+        from ggl.generators import build_prior
 
         prior = build_prior(self.options.generator, observation.domain)
         if self.options.truncation is not None:

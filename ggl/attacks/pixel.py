@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 
 from ggl.attacks.base import Attack, Progress, Reconstruction
+from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
-from ggl.objective import DISTANCES
-from ggl.scenario import Observation
+from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath
+from ggl.registry import Registry
 
 
 #: iterations between two read-backs of the loss (progress callback, divergence check)
@@ -38,26 +40,33 @@ class Snapshots:
             self.frames.append((iteration, images.detach().cpu().clone()))
 
 
+def _randn(shape, low, high, generator) -> torch.Tensor:
+    """N(0, 1) (DLG, IG)."""
+    return torch.randn(shape, generator=generator)
+
+
+def _rand(shape, low, high, generator) -> torch.Tensor:
+    """uniform in the valid pixel box."""
+    return low + torch.rand(shape, generator=generator) * (high - low)
+
+
+def _zeros(shape, low, high, generator) -> torch.Tensor:
+    """mid-gray (zeros in normalized space)."""
+    return torch.zeros(shape)
+
+
+#: ``init`` name -> draw(shape, low (C, 1, 1), high (C, 1, 1), generator) on the CPU
+INITS: Registry = Registry.of("init", {"randn": _randn, "rand": _rand, "zeros": _zeros})
+
+
 def initial_images(observation: Observation, init: str, generator: torch.Generator):
-    """Dummy images ``(B, C, H, W)``: ``randn`` (N(0, 1)), ``rand`` (uniform in the pixel box)
-    or ``zeros`` (mid-gray)."""
+    """Dummy images ``(B, C, H, W)`` drawn by ``INITS[init]`` on the CPU, then moved."""
     shape = (observation.batch_size, *observation.image_shape)
-    if init == "randn":
-        images = torch.randn(shape, generator=generator)
-    elif init == "rand":
-        low, high = (b.cpu() for b in observation.pixel_bounds())
-        images = low + torch.rand(shape, generator=generator) * (high - low)
-    elif init == "zeros":
-        images = torch.zeros(shape)
-    else:
-        raise GGLError(f"unknown init {init!r}; valid: randn, rand, zeros")
-    return images.to(observation.device)
+    low, high = (b.cpu() for b in observation.pixel_bounds())
+    return INITS.choose(init)(shape, low, high, generator).to(observation.device)
 
 
 def _check_common(options) -> None:
-    if options.distance not in DISTANCES:
-        raise GGLError(f"unknown distance {options.distance!r}; valid: "
-                       f"{', '.join(sorted(DISTANCES))}")
     if options.restarts < 1:
         raise GGLError(f"--restarts must be at least 1, got {options.restarts}")
     if options.lr <= 0:
@@ -82,12 +91,12 @@ class LBFGSOptions:
     lr: float = 1.0
     max_iter: int = 20
     tv: float = 0.0
-    distance: str = "l2"
-    layer_weights: str = "sum"
+    distance: Annotated[str, DISTANCES] = "l2"
+    layer_weights: Annotated[str, LAYER_WEIGHTS] = "sum"
     restarts: int = 1
-    init: str = "randn"
-    line_search: str = "strong_wolfe"
-    path: str = "auto"
+    init: Annotated[str, INITS] = "randn"
+    line_search: Literal["strong_wolfe", "none"] = "strong_wolfe"
+    path: EvaluationPath = "auto"
 
 
 class DLG(Attack):
@@ -106,9 +115,6 @@ class DLG(Attack):
     def _validate(self):
         super()._validate()
         _check_common(self.options)
-        if self.options.line_search not in ("none", "strong_wolfe"):
-            raise GGLError(f"unknown line_search {self.options.line_search!r}; valid: none, "
-                           f"strong_wolfe")
         if self.options.max_iter < 1:
             raise GGLError(f"max_iter must be at least 1, got {self.options.max_iter}")
 
@@ -183,6 +189,10 @@ class IDLG(DLG):
 
 
 # --------------------------------------------------------------------------- Inverting Gradients
+#: IG's learning-rate schedules: x0.1 at 3/8, 5/8 and 7/8 of the budget, cosine, constant
+Schedule = Literal["steps", "cosine", "constant"]
+
+
 @dataclass
 class IGOptions:
     """Inverting Gradients defaults (the paper's script): 24,000 iterations, Adam lr 0.1 on
@@ -192,14 +202,14 @@ class IGOptions:
     budget: int = 24_000
     lr: float = 0.1
     tv: float = 1e-4
-    distance: str = "cosine"
-    layer_weights: str = "mean"
+    distance: Annotated[str, DISTANCES] = "cosine"
+    layer_weights: Annotated[str, LAYER_WEIGHTS] = "mean"
     restarts: int = 1
-    init: str = "randn"
+    init: Annotated[str, INITS] = "randn"
     signed: bool = True
-    schedule: str = "steps"
+    schedule: Schedule = "steps"
     boxed: bool = True
-    path: str = "auto"
+    path: EvaluationPath = "auto"
 
 
 class InvertingGradients(Attack):
@@ -212,9 +222,6 @@ class InvertingGradients(Attack):
     def _validate(self):
         super()._validate()
         _check_common(self.options)
-        if self.options.schedule not in ("steps", "cosine", "constant"):
-            raise GGLError(f"unknown schedule {self.options.schedule!r}; valid: steps, "
-                           f"cosine, constant")
 
     def _scheduler(self, optimizer):
         o = self.options
@@ -309,7 +316,7 @@ class IGAdamOptions(IGOptions):
     """``ig`` with unsigned Adam steps and a cosine-annealed lr; all else as ``ig``."""
 
     signed: bool = False
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
 
 
 class IGAdam(InvertingGradients):

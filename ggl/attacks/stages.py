@@ -62,11 +62,11 @@ class Stage:
 
 def valid_stage_names() -> str:
     """What ``--stages`` accepts, for messages."""
-    from ggl.optimizers import OWN_METHODS
+    from ggl.optimizers import OPTIMIZERS
 
-    return (f"{SAMPLE}, {GIAS}, {GIFD}, or a latent optimizer ({', '.join(OWN_METHODS)}, or "
-            f"any nevergrad optimizer such as CMA, DiagonalCMA, TwoPointsDE, PSO; "
-            f"`ggl list` shows them all)")
+    return (f"{SAMPLE}, {GIAS}, {GIFD}, or a latent optimizer "
+            f"({', '.join(OPTIMIZERS.names(include_more=False))}, or any nevergrad optimizer "
+            f"such as CMA, DiagonalCMA, TwoPointsDE, PSO; `ggl list` shows them all)")
 
 
 def parse_plan(spec: str, budget: int | None) -> tuple[Stage, ...]:
@@ -81,9 +81,8 @@ def parse_plan(spec: str, budget: int | None) -> tuple[Stage, ...]:
         GGLError: an unknown name, a bad count, counts that do not fit ``budget``, or an
             order the stages cannot run in.
     """
-    from ggl.optimizers import method_names
+    from ggl.optimizers import OPTIMIZERS
 
-    optimizers = set(method_names())
     names, counts = [], []
     for part in spec.split(","):
         part = part.strip()
@@ -92,7 +91,7 @@ def parse_plan(spec: str, budget: int | None) -> tuple[Stage, ...]:
         if not name:
             raise GGLError(f"--stages {spec!r}: an empty stage; write NAME[:EVALUATIONS],... "
                            f"e.g. sample:2000,CMA:18000,adam:5000")
-        if name not in (SAMPLE, *GENERATOR_STAGES) and name not in optimizers:
+        if name not in (SAMPLE, *GENERATOR_STAGES) and name not in OPTIMIZERS:
             raise GGLError(f"--stages: unknown stage {name!r}; valid: {valid_stage_names()}")
         if count.strip():
             try:

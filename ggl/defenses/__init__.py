@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ggl.defenses.base import AttackerModel, Defense, Gradients
+from ggl.contracts import Defense
+from ggl.defenses.base import AttackerModel, BaseDefense, Gradients
 from ggl.defenses.clipping import Clipping
 from ggl.defenses.dpsgd import DPSGD
 from ggl.defenses.noise import GaussianNoise, LaplaceNoise, gaussian_nll, laplace_nll
@@ -21,61 +22,51 @@ from ggl.defenses.quantization import Quantization
 from ggl.defenses.soteria import Soteria
 from ggl.defenses.sparsification import Compression, Pruning
 from ggl.errors import GGLError
+from ggl.registry import Registry
+from ggl.specs import parse_spec
 
-#: name -> defense class
-DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (
-    GaussianNoise, LaplaceNoise, Clipping, Compression, Pruning, Quantization, Soteria, DPSGD,
-    Precode)}
-#: other names accepted on the command line
-ALIASES = {"representation": "soteria", "gaussian": "noise", "sparsification": "compression"}
+#: name -> defense class (names and aliases case-insensitive)
+DEFENSES: Registry[type[BaseDefense]] = Registry("defense", fold_case=True)
+for _cls, _aliases in ((GaussianNoise, ("gaussian",)), (LaplaceNoise, ()), (Clipping, ()),
+                       (Compression, ("sparsification",)), (Pruning, ()), (Quantization, ()),
+                       (Soteria, ("representation",)), (DPSGD, ()), (Precode, ())):
+    DEFENSES.add(_cls.name, _cls, _cls.summary, _aliases)
 
-__all__ = ["AttackerModel", "DEFENSES", "Defense", "model_chain", "parse_defenses",
-           "gaussian_nll", "laplace_nll", *(c.__name__ for c in DEFENSES.values())]
-
-
-def _valid_names() -> str:
-    aliases = ", ".join(f"{a} (= {n})" for a, n in ALIASES.items())
-    return f"{', '.join(DEFENSES)}; aliases {aliases}"
+__all__ = ["AttackerModel", "BaseDefense", "DEFENSES", "Defense", "model_chain",
+           "parse_defenses", "gaussian_nll", "laplace_nll",
+           *(c.__name__ for c in DEFENSES.values())]
 
 
-def parse_defense(spec: str, d_param: float | None = None) -> Defense:
+def parse_defense(spec: str, d_param: float | None = None) -> BaseDefense:
     """``"NAME[:PARAM][,KEY=VALUE...]"`` -> a defense object."""
-    head, *pairs = spec.strip().split(",")
-    name, colon, text = head.partition(":")
-    name = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if name not in DEFENSES:
-        raise GGLError(f"unknown defense {name!r} in --defense {spec!r}; valid defenses: "
-                       f"{_valid_names()} (written NAME[:PARAM][,KEY=VALUE...])")
-    cls = DEFENSES[name]
+    parsed = parse_spec(spec, "--defense")
+    cls = DEFENSES.choose(parsed.name.lower(), f" in --defense {spec!r} (written "
+                                               f"NAME[:PARAM][,KEY=VALUE...])")
     param = None
-    if colon:
+    if parsed.arg is not None:
         try:
-            param = float(text)
+            param = float(parsed.arg)
         except ValueError:
             raise GGLError(f"--defense {spec!r}: the parameter after ':' ({cls.param_name}) "
-                           f"must be a number, got {text!r}") from None
+                           f"must be a number, got {parsed.arg!r}") from None
         if d_param is not None:
             raise GGLError(f"--defense {spec!r} already names its parameter; drop --d_param")
     elif d_param is not None:
         param = d_param
     options = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        key = key.strip()
+    for key, value in parsed.options.items():
         if key not in cls.options:
             raise GGLError(f"--defense {spec!r}: " + cls._unknown_options_message([key]))
-        if not equals:
-            raise GGLError(f"--defense {spec!r}: {pair!r} is not KEY=VALUE; write {key}=VALUE")
         parser = cls.options[key][0]
         try:
-            options[key] = parser(value.strip())
+            options[key] = parser(value)
         except ValueError:
             raise GGLError(f"--defense {spec!r}: {key}= takes a {parser.__name__}, got "
                            f"{value!r}") from None
     return cls(param, **options)
 
 
-def parse_defenses(specs: Sequence[str], d_param: float | None = None) -> list[Defense]:
+def parse_defenses(specs: Sequence[str], d_param: float | None = None) -> list[BaseDefense]:
     """``["clipping:4", "noise:0.01"]`` (+ ``--d_param`` for one bare name) -> a chain."""
     if d_param is not None and len(specs) != 1:
         raise GGLError("--d_param sets the parameter of a single --defense; for a chain "

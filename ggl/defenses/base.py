@@ -18,9 +18,9 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from ggl.contracts import Gradients
 from ggl.errors import GGLError
 
-Gradients = list[torch.Tensor]
 Transform = Callable[[Gradients], Gradients]
 #: ``(trial, target, weights (L,)) -> (P,)``, the signature of ``ggl.objective.DISTANCES``
 Distance = Callable[[Gradients, Gradients, torch.Tensor], torch.Tensor]
@@ -46,7 +46,7 @@ class AttackerModel:
     facts: dict = field(default_factory=dict)
 
 
-class Defense:
+class BaseDefense:
     """Base class. Subclasses set ``name``, ``param_name``, ``default_param`` and
     ``options`` (``key -> (parser, default, help)`` for ``NAME:PARAM,key=value``) and
     implement ``apply``; ``attacker_model`` defaults to "nothing to model"."""
@@ -60,6 +60,8 @@ class Defense:
     deterministic: ClassVar[bool] = True
     #: whether ``apply`` computes the update from the data itself (must come first in a chain)
     replaces_gradient: ClassVar[bool] = False
+    #: whether the defense changes the victim itself (``wrap_model``; PRECODE)
+    wraps_model: ClassVar[bool] = False
 
     def __init__(self, param: float | None = None, **options):
         self.param = float(self.default_param if param is None else param)
@@ -83,6 +85,12 @@ class Defense:
         extra = "".join(f",{k}={getattr(self, k)}" for k, (_, default, _) in self.options.items()
                         if getattr(self, k) != default)
         return f"{self.name}:{self.param:g}{extra}"
+
+    def describe(self) -> dict:
+        """The canonical form runs record: ``{"spec": "pruning:50,noise=0.1", "name",
+        "param", "options": {key: value, ...}}`` (aliases resolved, every option given)."""
+        return {"spec": repr(self), "name": self.name, "param": self.param,
+                "options": {key: getattr(self, key) for key in self.options}}
 
     def apply(self, gradient: Sequence[torch.Tensor], context: dict) -> list[torch.Tensor]:
         """A defended copy of ``gradient`` (one tensor per parameter)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ggl.defenses.base import AttackerModel, Defense
+from ggl.defenses.base import AttackerModel, BaseDefense
 from ggl.errors import GGLError
 
 EPS = 1e-6
@@ -14,7 +14,7 @@ def global_norm(gradient) -> torch.Tensor:
     return torch.stack([g.pow(2).flatten(1).sum(1) for g in gradient]).sum(0).sqrt()
 
 
-class Clipping(Defense):
+class Clipping(BaseDefense):
     """Scale the update down to L2 norm ``S`` when it is larger (GGL: S = 4)."""
 
     name = "clipping"

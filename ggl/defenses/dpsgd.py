@@ -12,7 +12,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ggl.defenses.base import Defense, check_non_negative
+from ggl.defenses.base import BaseDefense, check_non_negative
 from ggl.defenses.clipping import Clipping
 from ggl.defenses.noise import noise_model
 from ggl.errors import GGLError
@@ -27,7 +27,7 @@ def _device_generator(device: torch.device, generator: torch.Generator | None
     return torch.Generator(device=device).manual_seed(seed)
 
 
-class DPSGD(Defense):
+class DPSGD(BaseDefense):
     """DP-SGD's update: noise multiplier sigma (the parameter) and clipping bound C.
 
     Attacker side: for B = 1 the update is the clipped gradient plus noise of std

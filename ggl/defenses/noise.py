@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from ggl.defenses.base import (AttackerModel, Defense, Distance, Gradients, check_non_negative,
+from ggl.defenses.base import (AttackerModel, BaseDefense, Distance, Gradients, check_non_negative,
                                draw, flat_magnitudes)
 
 
@@ -61,7 +61,7 @@ def noise_model(kind: str, scale: float, observed: Sequence[torch.Tensor], known
                                 "scale": "known" if known else "estimated"})
 
 
-class GaussianNoise(Defense):
+class GaussianNoise(BaseDefense):
     """Add ``N(0, sigma^2)`` to every entry (GGL: CLI default 0.01, paper 0.1)."""
 
     name = "noise"
@@ -81,7 +81,7 @@ class GaussianNoise(Defense):
         return noise_model("gaussian", self.param, observed, known)
 
 
-class LaplaceNoise(Defense):
+class LaplaceNoise(BaseDefense):
     """Add Laplace(0, b) noise to every entry (the Bayes paper's ``dp_laplacian``)."""
 
     name = "laplace"

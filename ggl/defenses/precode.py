@@ -24,7 +24,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from ggl.defenses.base import Defense
+from ggl.defenses.base import BaseDefense
 from ggl.errors import GGLError
 
 
@@ -69,7 +69,7 @@ class PrecodeVictim(nn.Module):
         return self.victim(x)
 
 
-class Precode(Defense):
+class Precode(BaseDefense):
     """PRECODE with bottleneck size k (the parameter, default 256, as in the paper).
 
     Attacker side: nothing to model in the update (it is not transformed); the sampling
@@ -77,6 +77,7 @@ class Precode(Defense):
     layer's gradient gives its input in closed form for B = 1.
     """
 
+    wraps_model = True
     name = "precode"
     param_name = "k"
     default_param = 256.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ggl.defenses.base import AttackerModel, Defense, draw
+from ggl.defenses.base import AttackerModel, BaseDefense, draw
 from ggl.errors import GGLError
 
 ROUNDINGS = ("deterministic", "stochastic")
@@ -25,7 +25,7 @@ def quantize(g: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int,
     return low + position.clamp(0, levels) * step
 
 
-class Quantization(Defense):
+class Quantization(BaseDefense):
     """Each tensor snapped to ``2**k`` levels spanning its own [min, max] (seed 003: 4 bits).
 
     Attacker side, deterministic rounding: the received level ``q`` says the true entry lay

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ggl.defenses.base import AttackerModel, Defense, check_percent, percentile
+from ggl.defenses.base import AttackerModel, BaseDefense, check_percent, percentile
 from ggl.errors import GGLError
 from ggl.models import last_linear
 
@@ -56,7 +56,7 @@ def feature_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return (norms / (r.detach().abs() + 1e-10)).sum(0)
 
 
-class Soteria(Defense):
+class Soteria(BaseDefense):
     """Zero the head's weight-gradient columns of the p% least-scored features (GGL: CLI
     default 10, paper 80). Attacker side: ``model=mask`` multiplies trial gradients of that
     layer by the received column pattern (GGL's adaptive attack); ``model=drop`` leaves the

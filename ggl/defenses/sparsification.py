@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ggl.defenses.base import (AttackerModel, Defense, check_non_negative, check_percent,
+from ggl.defenses.base import (AttackerModel, BaseDefense, check_non_negative, check_percent,
                                draw, percentile)
 from ggl.defenses.noise import laplace_noise, noise_model
 from ggl.errors import GGLError
@@ -24,7 +24,7 @@ def zero_pattern_model(observed: Sequence[torch.Tensor]) -> AttackerModel:
                          facts={"mask": "received zero pattern", "kept_fraction": kept})
 
 
-class Compression(Defense):
+class Compression(BaseDefense):
     """GGL's gradient sparsification: per parameter tensor, zero every entry whose magnitude
     is below the ``p``-th percentile of that tensor's magnitudes (``p`` in percent; GGL's
     CLI default 20, the paper's tables 90; seed 003's "prune the smallest 20%")."""
@@ -49,7 +49,7 @@ class Compression(Defense):
         return zero_pattern_model(observed)
 
 
-class Pruning(Defense):
+class Pruning(BaseDefense):
     """Random pruning: every entry is kept with probability ``1 - p/100`` (a Bernoulli mask
     the server never sees), optionally followed by noise on the kept entries: the Bayes
     paper's soft pruning (``pruning:50,noise=0.1`` = ``soft_gaussian_pruning_0.5_0.1``,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ggl import constants
-from ggl.errors import GGLError, choose
+from ggl.errors import GGLError
 
 #: the attacks compared when none are chosen: pixel space (DLG, iDLG, IG) vs latent (GGL)
 COMPARE_ATTACKS = ("dlg", "idlg", "ig", "ggl")
@@ -85,20 +85,11 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
     Raises:
         GGLError: an unknown attack or control, or a bad defense spec.
     """
-    from ggl.controls import CONTROLS
-
-    from ggl.attacks import ATTACKS
-    from ggl.defenses import parse_defenses
-
     attacks = list(dict.fromkeys(attacks or COMPARE_ATTACKS))
-    for attack in attacks:
-        choose(ATTACKS, attack, "attack")
     defense = [spec.strip() for spec in defense]
-    parse_defenses(defense)                 # the --defense message, before the grid's
     budgets = {**{a: b for a, b in COMPARE_BUDGETS.items() if a in attacks},
                **(budgets or {})}
     index = list(dict.fromkeys(index or (0,)))
-    choose(CONTROLS, control, "control")
     grid = {"attack": attacks, "defense": [defense or "none"], "index": index}
     if control != "none":
         grid["control"] = ["none", control]

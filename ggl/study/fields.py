@@ -1,7 +1,8 @@
 """One value of a sweep config, checked: a RunConfig field's value or a defense entry.
 
-:func:`field_value` checks a value against the RunConfig field's annotation (bool, int,
-float, str, a tuple of them, a mapping; None where the field is optional), and a name
+:func:`field_value` checks a value against the RunConfig field's annotation with the one
+type checker of ggl (:mod:`ggl.options`: bool, int, float, str, a tuple of them, a mapping;
+None where the field is optional), and a name
 against its registry where the field names one (``attack``, ``model``, ``dataset``,
 ``control``; ``device`` is resolved). :func:`defense_entry` turns one defense entry
 (``none``, a ``--defense`` spec, a list of specs, ``{name, params, options}``) into the
@@ -10,112 +11,53 @@ A mistake is a :class:`~ggl.study.yaml_lines.Problem` (the caller adds where it 
 """
 from __future__ import annotations
 
-import types
-import typing
 from typing import Any
 
 from ggl.config import RunConfig, resolve_device
-from ggl.errors import GGLError, choose
+from ggl.errors import GGLError
+from ggl.options import check_value, option_specs
 from ggl.study.yaml_lines import Problem, line_of, plain
 
 #: keys of a ``{name, params, options}`` defense entry
 DEFENSE_ENTRY_KEYS = ("name", "params", "options")
 
-_HINTS = typing.get_type_hints(RunConfig)
 
-
-def _kind(hint) -> tuple[type, bool, type | None]:
-    """``(base type, None allowed, element type of a tuple)`` of a RunConfig annotation."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(base) or base
-    element = typing.get_args(base)[0] if origin is tuple else None
-    return origin, optional, element
-
-
-def _check_scalar(name: str, value: Any, base: type) -> Any:
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise Problem(None, f"{name} must be true or false, got {value!r}")
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise Problem(None, f"{name} must be an integer, got {value!r}")
-    if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise Problem(None, f"{name} must be a number, got {value!r}")
-    if base is str:
-        if isinstance(value, str):
-            return value
-        raise Problem(None, f"{name} must be a string, got {value!r}")
-    raise Problem(None, f"{name}: unsupported value {value!r}")
+def _registry(name: str):
+    """The registry of the RunConfig fields that name one of its entries, else None
+    (imported on first need: the registries pull in torch)."""
+    if name == "attack":
+        from ggl.attacks import ATTACKS as registry
+    elif name == "model":
+        from ggl.models import MODELS as registry
+    elif name == "dataset":
+        from ggl.data import DATASETS as registry
+    elif name == "control":
+        from ggl.controls import CONTROLS as registry
+    else:
+        return None
+    return registry
 
 
 def field_value(name: str, value: Any) -> Any:
-    """One value of the RunConfig field ``name``, type-checked and normalised (a tuple
-    field takes one item or a list; ``defense`` takes every form of a defense entry but
-    the ``{name, params}`` one, which can mean several)."""
+    """One value of the RunConfig field ``name``, checked by its annotation
+    (:func:`ggl.options.check_value`) and normalised (a tuple field takes one item or a
+    list); a name against its registry; ``defense`` takes every form of a defense entry
+    but the ``{name, params}`` one, which can mean several."""
     if name == "defense":
         specs = defense_entry(value, allow_params=False)
         return specs[0]
-    base, optional, element = _kind(_HINTS[name])
-    if value is None:
-        if optional:
-            return None
-        raise Problem(None, f"{name} must not be null")
-    if base is tuple:
-        items = value if isinstance(value, list) else [value]
-        checked = tuple(_check_scalar(f"{name} entry", item, element) for item in items)
-        if name == "index":
-            for i in checked:
-                if i < 0:
-                    raise Problem(None, f"index must be >= 0, got {i}")
-        return checked
-    if base is dict:
-        if not isinstance(value, dict):
-            raise Problem(None, f"{name} must be a mapping (KEY: VALUE), got {value!r}")
-        return plain(value)
-    value = _check_scalar(name, value, base)
-    try:                            # names checked where they are written
-        if name in _REGISTRIES:
-            choose(_REGISTRIES[name](), value, name)
+    try:
+        value = check_value(option_specs(RunConfig)[name], plain(value), name)
+        if name == "index" and any(i < 0 for i in value):
+            raise GGLError(f"index must be >= 0, got {min(value)}")
+        registry = _registry(name)
+        if registry is not None:               # names checked where they are written
+            registry.choose(value)
         elif name == "device":
             resolve_device(value)
     except GGLError as err:
         raise Problem(None, str(err)) from None
     return value
-
-
-def _attacks() -> dict:
-    from ggl.attacks import ATTACKS
-
-    return ATTACKS
-
-
-def _models() -> dict:
-    from ggl.models import MODELS
-
-    return MODELS
-
-
-def _datasets() -> dict:
-    from ggl.data import DATASETS
-
-    return DATASETS
-
-
-def _controls() -> dict:
-    from ggl.controls import CONTROLS
-
-    return CONTROLS
-
-
-#: fields whose value is a registry name, checked where they are written
-_REGISTRIES = {"attack": _attacks, "model": _models, "dataset": _datasets,
-               "control": _controls}
 
 
 def _format_param(value: Any) -> str:

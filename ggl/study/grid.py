@@ -123,6 +123,8 @@ def expand(settings: dict, axes: dict[str, list], attack_options: dict,
     Raises:
         GGLError: a cell's config does not validate (``where cell [LABEL]: ...``).
     """
+    from ggl.plan import resolve
+
     cells, seen, excluded = [], set(), 0
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
@@ -130,7 +132,8 @@ def expand(settings: dict, axes: dict[str, list], attack_options: dict,
             excluded += 1
             continue
         try:
-            config = _cell_config(settings, values, attack_options).validate()
+            config = _cell_config(settings, values, attack_options)
+            resolve(config)          # every cell is checked before any runs
         except GGLError as err:
             label = Cell("", values, RunConfig()).label()
             raise GGLError(f"{where}cell [{label}]: {err}") from None

@@ -238,17 +238,33 @@ def load_entries(root: str | Path) -> tuple[list[Entry], str, str]:
 
 def _chain(entry: Entry) -> tuple[str, list]:
     """``(label, [(name, param, options), ...])`` of an entry's defense chain: the canonical
-    chain its record carries (``defenses``: aliases resolved, every option filled in), or
-    for a record without one the config's raw specs joined with ``+`` (and no chain)."""
-    if entry.defenses is None:
-        specs = tuple(entry.config.get("defense") or ())
-        return ("+".join(specs), []) if specs else ("none", [])
-    if not entry.defenses:
+    chain its record carries (``defenses``: aliases resolved, every option filled in).
+    Records written before runs carried it are resolved here once, as their run was (the
+    raw specs joined with ``+``, and no chain, when they no longer parse)."""
+    defenses = entry.defenses
+    if defenses is None:
+        defenses = _legacy_defenses(entry.config)
+        if defenses is None:
+            specs = tuple(entry.config.get("defense") or ())
+            return ("+".join(map(str, specs)), []) if specs else ("none", [])
+    if not defenses:
         return "none", []
     chain = [(d["name"], d["param"],
               tuple(sorted((key, str(value)) for key, value in d["options"].items())))
-             for d in entry.defenses]
-    return "+".join(d["spec"] for d in entry.defenses), chain
+             for d in defenses]
+    return "+".join(d["spec"] for d in defenses), chain
+
+
+def _legacy_defenses(config: dict) -> list | None:
+    """The canonical chain of a record older than the ``defenses`` field, from its config's
+    specs (None when they do not parse)."""
+    from ggl.defenses import parse_defenses
+
+    specs = config.get("defense") or ()
+    try:
+        return [d.describe() for d in parse_defenses(tuple(specs), config.get("d_param"))]
+    except (GGLError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _flat_settings(config: dict) -> dict:

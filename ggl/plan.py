@@ -1,0 +1,72 @@
+"""Resolve a run once: a :class:`ggl.config.RunConfig` becomes a :class:`RunPlan`.
+
+Every way into a run (the ``ggl run`` command, the Python API, a sweep cell, ``ggl
+compare``) goes through :func:`resolve`, which checks every name and number that can be
+checked without loading data or weights, with one clear ``GGLError`` for the first mistake,
+and builds what the run is made of exactly once: the attack with its typed options, the
+defense chain, the control and the device. Everything downstream takes the plan and
+checks nothing again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ggl.attacks import ATTACKS, Attack
+from ggl.config import RunConfig, resolve_device
+from ggl.contracts import Defense
+from ggl.controls import CONTROLS
+from ggl.data import DATASETS
+from ggl.defenses import parse_defenses
+from ggl.dropout import check_rate
+from ggl.errors import GGLError
+from ggl.models import MODELS
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A resolved run: the config as given and what it resolved to.
+
+    Attributes:
+        config: the run's configuration (unchanged: its canonical form gives cell ids).
+        attack: the attack, built once; ``attack.options`` holds its resolved options.
+        defenses: the client's defense chain, in order.
+        control: the control's function (``ggl.controls.CONTROLS``), ``None`` for none.
+        device: where the run computes.
+    """
+
+    config: RunConfig
+    attack: Attack
+    defenses: tuple[Defense, ...]
+    control: Callable | None
+    device: torch.device
+
+    def defense_records(self) -> list[dict]:
+        """The canonical defense chain for records (``BaseDefense.describe``)."""
+        return [defense.describe() for defense in self.defenses]
+
+
+def resolve(config: RunConfig) -> RunPlan:
+    """Check ``config`` and build its parts once (see the module docstring).
+
+    Raises:
+        GGLError: an unknown name, a number out of range, options that do not fit together.
+    """
+    attack_class = ATTACKS.choose(config.attack)
+    MODELS.choose(config.model)
+    DATASETS.choose(config.dataset)
+    control = CONTROLS.choose(config.control)
+    if config.batch_size <= 0:
+        raise GGLError(f"--batch-size must be positive, got {config.batch_size}")
+    if config.model_mode not in ("eval", "train"):
+        raise GGLError(f"--model-mode must be 'eval' or 'train', got {config.model_mode!r}")
+    if config.victim_steps < 0:
+        raise GGLError(f"--victim-steps must be >= 0, got {config.victim_steps}")
+    check_rate(config.dropout)
+    device = resolve_device(config.device)
+    defenses = tuple(parse_defenses(config.defense, config.d_param))
+    attack = attack_class(seed=config.seed, adaptive=config.adaptive,
+                          defense_known=config.defense_known, **config.attack_options())
+    return RunPlan(config, attack, defenses, control, device)
