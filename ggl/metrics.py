@@ -20,7 +20,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ggl.errors import GGLError
 from ggl.models import last_linear

@@ -35,10 +35,15 @@ OPTIMIZERS.add("BO", TuRBO, "TuRBO-1 on BoTorch", aliases=("turbo",))
 
 
 def build_optimizer(method: str, *, population: int | None = None, seed: int = 0,
-                    bounds: float | None = None, **options) -> LatentOptimizer:
-    """The optimizer for ``--ng_method method`` (``population=None``: the method's default)."""
+                    bounds: float | None = None, **settings) -> LatentOptimizer:
+    """The optimizer for ``--ng_method method`` (``population=None``: the method's default);
+    of ``settings`` (e.g. an attack's ``lr``) it gets those its class lists in
+    ``LatentOptimizer.settings``."""
+    factory = OPTIMIZERS.choose(method)
+    takes = (factory.func if isinstance(factory, partial) else factory).settings
     sized = {} if population is None else {"population": population}
-    return OPTIMIZERS.choose(method)(seed=seed, bounds=bounds, **sized, **options)
+    return factory(seed=seed, bounds=bounds, **sized,
+                   **{key: value for key, value in settings.items() if key in takes})
 
 
 __all__ = ["OPTIMIZERS", "LatentOptimizer", "SearchResult", "build_optimizer"]

@@ -29,6 +29,7 @@ class AdamSearch(LatentOptimizer):
 
     name = "adam"
     differentiable = True
+    settings = ("lr", "project")
 
     def __init__(self, lr: float = 0.1, rampup: float = 0.05, rampdown: float = 0.25,
                  seed: int = 0, bounds: float | None = None, population: int = 1,

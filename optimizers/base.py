@@ -86,6 +86,9 @@ class LatentOptimizer:
 
     name: ClassVar[str]
     differentiable: ClassVar[bool] = False
+    #: the attack-level settings the method takes besides population, seed and bounds
+    #: (``build_optimizer`` passes it those and leaves the others out)
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, population: int = 50, seed: int = 0, bounds: float | None = None):
         if population < 1:

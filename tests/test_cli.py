@@ -184,3 +184,19 @@ def test_run_help_lists_options(invoke):
     assert result.exit_code == 0
     for option in ("--attack", "--budget", "--index", "--batch-size", "--weights"):
         assert option in result.output
+
+
+def test_shell_completion_offers_the_registered_names():
+    import click
+
+    run = cli.commands["run"]
+    ctx = click.Context(run)
+
+    def offered(name: str, incomplete: str) -> list[str]:
+        param = next(p for p in run.params if p.name == name)
+        return [item.value for item in param.shell_complete(ctx, incomplete)]
+
+    assert offered("attack", "i") == ["idlg", "ig", "ig-adam"]
+    assert offered("distance", "") == ["l2", "l1", "cosine", "layer-cosine"]
+    assert "DiagonalCMA" in offered("ng_method", "Diag")        # nevergrad's, loaded lazily
+    assert offered("defense", "co") == ["compression"]

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from ggl.attacks.stages import GIAS, StageRecord, extend_history
 from ggl.errors import GGLError
+from ggl.objective import holdout_masks
 from ggl.optimizers.adam import ramped_lr
 
 #: ``objective(images (1, B, C, H, W)) -> (fit (1,), held-out (1,) or None)``: the loss a
@@ -244,3 +247,70 @@ def gifd(prior, latents: torch.Tensor, labels: torch.Tensor, objective: ImageObj
     return StageOutcome(best_images, best_loss, start_loss, history,
                         {"lr": lr, "radius": radius, "radius_step": radius_step,
                          "layers": per_layer})
+
+
+def check_generator_stages(prior, stages) -> None:
+    """Before any search: the prior can do what the gias / gifd stages ask of it."""
+    for stage in stages:
+        if stage.kind == GIAS:
+            check_tunable(prior)
+        else:
+            check_layer_chain(prior)
+            depth = len(prior.net.layer_chain()) - 1
+            if stage.budget < depth:
+                raise GGLError(f"--stages: {stage} is too small: gifd searches "
+                               f"{depth} feature layers of {prior.name}, one step "
+                               f"each at least; give gifd:{depth} or more")
+
+
+def run_generator_stages(stages, o, prior, latents, labels, objective, records, history,
+                         images, gradient_loss, seed, progress):
+    """Run the gias / gifd ``stages`` in order from the latent search's best latents.
+
+    Args:
+        o: the attack's options (``GGLOptions``: the stages' settings and ``holdout``).
+        latents: ``(B, d)``, whose images ``images (B, C, H, W)`` have ``gradient_loss``.
+        objective: the attack's ``GradientMatching``.
+        records, history: the search's stage records and loss history, extended here.
+        seed: the run's seed (draws the held-out entries).
+        progress: ``(evaluations into these stages, loss)``.
+
+    Returns:
+        ``(images, gradient loss, name)`` of the stage (``"latent search"`` included) with
+        the lowest gradient loss, or with ``holdout`` the lowest distance on the held-out
+        entries (then one more evaluation scores the winner on the whole gradient).
+    """
+    latents = latents.to(labels.device)
+    held_out = holdout_masks(objective.target, o.holdout, seed) if o.holdout else None
+    best, nets, done = None, None, 0
+
+    def score(candidates: torch.Tensor):
+        if held_out is None:
+            return objective(candidates, labels), None
+        return objective.split_losses(candidates, labels, held_out)
+
+    for stage in stages:
+        began = time.perf_counter()
+        report = (lambda n, value, d=done: progress(d + n, value))
+        if stage.kind == GIAS:
+            outcome = gias(prior, latents, labels, score, stage.budget, o.gias_lr,
+                           o.gias_reg, report)
+            nets = outcome.nets
+        else:
+            outcome = gifd(prior, latents, labels, score, stage.budget, o.gifd_lr,
+                           o.gifd_radius, o.gifd_radius_step, report, nets)
+        done += stage.budget
+        extend_history(history, outcome.history)
+        facts = {**outcome.facts, **({"holdout": o.holdout} if o.holdout else {})}
+        records.append(StageRecord(stage.name, stage.budget, stage.budget,
+                                   time.perf_counter() - began, 1, outcome.loss, facts))
+        if best is None:       # every stage starts by scoring the latent search's images
+            best = (images, outcome.start_loss, "latent search")
+        if outcome.loss < best[1]:
+            best = (outcome.images, outcome.loss, stage.name)
+    if best[2] == "latent search":
+        return images, gradient_loss, best[2]
+    if held_out is None:
+        return best
+    with torch.no_grad():
+        return best[0], objective(best[0][None], labels)[0].item(), best[2]

@@ -25,24 +25,24 @@ the PSNR gain and most of the SSIM (experiments/README.md).
 from __future__ import annotations
 
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
 
-from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
+from ggl.attacks.base import Attack, Progress, Reconstruction
 from ggl.attacks.dia import mask_model
-from ggl.attacks.stages import (GENERATOR_STAGES, GIAS, SAMPLE, extend_history,
-                               run_latent_stages)
+from ggl.attacks.generator_stages import check_generator_stages, run_generator_stages
+from ggl.attacks.refinement import refine_pixels
+from ggl.attacks.stages import GENERATOR_STAGES, SAMPLE, run_latent_stages
 from ggl.ceiling import LatentSearch
 from ggl.contracts import Observation
 from ggl.dropout import supplied_masks
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
 from ggl.generators import check_generator
-from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath, total_variation
+from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath
 from ggl.optimizers import OPTIMIZERS, build_optimizer
 
 #: progress-GIF frames per trial
@@ -221,11 +221,10 @@ class GGL(Attack):
 
     def optimizer(self, method: str, search: int, project=None):
         """The latent optimizer ``method`` of search number ``search`` (seeded by it);
-        ``project`` (adam only) is applied to the searched vector after every step."""
+        ``project`` (gradient methods) is applied to the searched vector after every step."""
         o = self.options
-        extra = {"lr": o.lr, "project": project} if method == "adam" else {}
         return build_optimizer(method, population=o.population, bounds=o.bounds,
-                               seed=self.search_seed(search), **extra)
+                               seed=self.search_seed(search), lr=o.lr, project=project)
 
     def search_seed(self, search: int) -> int:
         """The optimizer seed of search number ``search`` of this run."""
@@ -306,7 +305,7 @@ class GGL(Attack):
         plan = self.plan
         latent_stages = tuple(s for s in plan if s.kind in (SAMPLE, "optimizer"))
         generator_stages = tuple(s for s in plan if s.kind in GENERATOR_STAGES)
-        self._check_generator_stages(prior, generator_stages)
+        check_generator_stages(prior, generator_stages)
         latent_budget = sum(s.budget for s in latent_stages)
         generator_budget = sum(s.budget for s in generator_stages)
         total = latent_budget * o.n_trials + generator_budget
@@ -363,9 +362,9 @@ class GGL(Attack):
         returned = "latent search"
         if generator_stages:
             with under(best["masks"]):
-                images, final_loss, returned = self._generator_stages(
-                    generator_stages, prior, best["latent"].reshape(batch, dim), labels,
-                    objective, records, history, images, final_loss,
+                images, final_loss, returned = run_generator_stages(
+                    generator_stages, o, prior, best["latent"].reshape(batch, dim), labels,
+                    objective, records, history, images, final_loss, self.seed,
                     lambda n, value: progress(total - generator_budget + n, total, value))
         info = {"label_method": "known" if observation.labels is not None else "inferred",
                 "generator": prior.name, "ng_method": o.ng_method if self._one_method else None,
@@ -382,93 +381,12 @@ class GGL(Attack):
             info["dropout_rates"] = masks.rates
         if o.refine_steps:
             with under(best["masks"]):
-                images, final_loss, refinement = self._refine(observation, objective, images,
-                                                              labels, final_loss)
+                images, final_loss, refinement = refine_pixels(
+                    observation, objective, images, labels, final_loss, o.refine_steps,
+                    o.refine_lr, o.refine_tv)
             info["refinement"] = refinement
         snapshots.append((total, images.cpu()))
         return Reconstruction(images=images.detach(), labels=labels, loss=final_loss,
                               history=history, snapshots=snapshots,
                               evaluations=objective.evaluations, iterations=search_evaluations,
                               info=info, latent_search=searched)
-
-    def _check_generator_stages(self, prior, stages) -> None:
-        """Before any search: the prior can do what the gias / gifd stages ask of it."""
-        from ggl.attacks.generator_stages import check_layer_chain, check_tunable
-
-        for stage in stages:
-            if stage.kind == GIAS:
-                check_tunable(prior)
-            else:
-                check_layer_chain(prior)
-                depth = len(prior.net.layer_chain()) - 1
-                if stage.budget < depth:
-                    raise GGLError(f"--stages: {stage} is too small: gifd searches "
-                                   f"{depth} feature layers of {prior.name}, one step "
-                                   f"each at least; give gifd:{depth} or more")
-
-    def _generator_stages(self, stages, prior, latents, labels, objective, records, history,
-                          images, gradient_loss, progress):
-        """Run gias / gifd from the best latents ``(B, d)``, whose images ``(B, C, H, W)``
-        have ``gradient_loss``. Returns ``(images, gradient loss, name)`` of the stage
-        (``"latent search"`` included) with the lowest gradient loss, or with ``holdout``
-        the lowest distance on the held-out entries (then one more evaluation scores the
-        winner on the whole gradient)."""
-        from ggl.attacks.generator_stages import gias, gifd
-        from ggl.attacks.stages import StageRecord
-        from ggl.objective import holdout_masks
-
-        o = self.options
-        latents = latents.to(labels.device)
-        held_out = holdout_masks(objective.target, o.holdout, self.seed) if o.holdout else None
-        best, nets, done = None, None, 0
-
-        def score(candidates: torch.Tensor):
-            if held_out is None:
-                return objective(candidates, labels), None
-            return objective.split_losses(candidates, labels, held_out)
-
-        for stage in stages:
-            began = time.perf_counter()
-            report = (lambda n, value, d=done: progress(d + n, value))
-            if stage.kind == GIAS:
-                outcome = gias(prior, latents, labels, score, stage.budget, o.gias_lr,
-                               o.gias_reg, report)
-                nets = outcome.nets
-            else:
-                outcome = gifd(prior, latents, labels, score, stage.budget, o.gifd_lr,
-                               o.gifd_radius, o.gifd_radius_step, report, nets)
-            done += stage.budget
-            extend_history(history, outcome.history)
-            facts = {**outcome.facts, **({"holdout": o.holdout} if o.holdout else {})}
-            records.append(StageRecord(stage.name, stage.budget, stage.budget,
-                                       time.perf_counter() - began, 1, outcome.loss, facts))
-            if best is None:       # every stage starts by scoring the latent search's images
-                best = (images, outcome.start_loss, "latent search")
-            if outcome.loss < best[1]:
-                best = (outcome.images, outcome.loss, stage.name)
-        if best[2] == "latent search":
-            return images, gradient_loss, best[2]
-        if held_out is None:
-            return best
-        with torch.no_grad():
-            return best[0], objective(best[0][None], labels)[0].item(), best[2]
-
-    def _refine(self, observation, objective, images, labels, latent_loss):
-        """Pixel-space Adam from the generated images; kept only if the loss drops."""
-        o = self.options
-        low, high = observation.pixel_bounds()
-        pixels = images.detach().clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([pixels], lr=o.refine_lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.refine_steps)
-        best_loss, best = latent_loss, images.detach().clone()
-        for _ in range(o.refine_steps):
-            value = objective(pixels[None], labels)[0]
-            if value.item() < best_loss:
-                best_loss, best = value.item(), pixels.detach().clone()
-            if o.refine_tv:
-                value = value + o.refine_tv * total_variation(pixels[None])[0]
-            step_in_box(value, optimizer, schedule, pixels, low, high)
-        return best, best_loss, {"steps": o.refine_steps, "lr": o.refine_lr,
-                                 "gradient_loss_before": latent_loss,
-                                 "tv": o.refine_tv, "gradient_loss_after": best_loss,
-                                 "kept": best_loss < latent_loss}
