@@ -95,11 +95,15 @@ def restore_training_state(tensors: dict[str, torch.Tensor], generator: torch.nn
     rng.set_state(tensors["rng"])
 
 
+#: the usable prior's weights file in an output folder
+GENERATOR_FILE = "generator.safetensors"
+
+
 def save_generator(directory: Path, generator: torch.nn.Module, record: dict) -> None:
     """The usable prior: ``generator.safetensors`` (weights) + ``generator.json`` (record)."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    atomic_write_bytes(directory / "generator.safetensors",
+    atomic_write_bytes(directory / GENERATOR_FILE,
                        save(state, metadata={"record": json.dumps(record)}))
     atomic_write_json(directory / "generator.json", record)

@@ -27,12 +27,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ggl import constants
-from ggl.gan_training.checkpoint import (read_training_state, restore_training_state,
-                                     save_generator, save_training_state)
+from ggl import checks, constants
+from ggl.errors import GGLError
+from ggl.gan_training.checkpoint import (GENERATOR_FILE, read_training_state,
+                                         restore_training_state, save_generator,
+                                         save_training_state)
 from ggl.gan_training.critic import Critic, gradient_penalty
 from ggl.generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
-from ggl.errors import GGLError
+from ggl.results import remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.safetensors"
 #: public splits smaller than this many bytes are kept as one tensor on the device
@@ -65,13 +67,14 @@ class TrainPriorConfig:
     class_weight: float = 1.0
 
     def validate(self) -> "TrainPriorConfig":
-        for name in ("steps", "batch_size", "n_critic", "checkpoint_every", "samples"):
-            if getattr(self, name) < 1:
-                raise GGLError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.gp_weight < 0:
-            raise GGLError(f"--lr must be > 0 and --gp-weight >= 0 (got {self.lr}, {self.gp_weight})")
-        if not self.class_weight >= 0:
-            raise GGLError(f"--class-weight must be >= 0, got {self.class_weight}")
+        for name in ("steps", "batch_size", "n_critic", "checkpoint_every", "samples",
+                     "latent_dim", "width"):
+            checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
+        checks.positive("--lr", self.lr)
+        checks.at_least("--gp-weight", self.gp_weight, 0)
+        checks.at_least("--class-weight", self.class_weight, 0)
+        checks.seed("--seed", self.seed)
+        checks.writable_folder(self.out, "--out")
         if not 0.0 <= self.ema < 1.0:
             raise GGLError(f"--ema is the moving average's decay: 0 (off) or in (0, 1), "
                            f"e.g. 0.999; got {self.ema}")
@@ -161,6 +164,8 @@ class PriorTrainer:
         self.out = Path(config.out)
         self.checkpoint_path = self.out / CHECKPOINT
         saved = None
+        if resume:                       # a run killed while writing left these behind
+            remove_stale_temporaries(self.out)
         if self.checkpoint_path.exists():
             if not resume:
                 raise GGLError(f"{self.out} already holds a training checkpoint; pass --resume "
@@ -171,6 +176,10 @@ class PriorTrainer:
         elif resume:
             raise GGLError(f"--resume: {self.out} holds no {CHECKPOINT} to continue; "
                            f"leave out --resume to start a new run there")
+        elif (self.out / GENERATOR_FILE).exists():
+            raise GGLError(f"{self.out} already holds a prior ({GENERATOR_FILE}) and no "
+                           f"checkpoint of a run to continue: choose another --out (nothing "
+                           f"was overwritten)")
 
         self.device = resolve_device(config.device)
         self.data = data if data is not None else load_dataset(

@@ -17,6 +17,7 @@ from torch import nn
 
 from ggl.errors import GGLError
 from ggl.generators.prior import Prior
+from ggl.weights import read_state_dict
 
 #: model name -> (config URL, weights URL) of pytorch-pretrained-biggan's releases
 _RELEASES = "https://s3.amazonaws.com/models.huggingface.co/biggan"
@@ -67,15 +68,7 @@ def load_biggan(name: str, folder: str | Path) -> nn.Module:
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
         raise GGLError(f"{config_path} is not a BigGAN config ({err})") from None
     model = BigGAN(config)
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(weights))
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # any reader failure means the file is not usable weights
-        raise GGLError(f"{weights} is corrupt, truncated or not a state dict "
-                       f"({type(err).__name__}: {str(err)[:200]})") from None
+    state = read_state_dict(weights, f"{name} weights")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise GGLError(f"{weights} does not match {config_path}: "

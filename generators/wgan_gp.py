@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -59,11 +59,12 @@ class WGANConfig:
             raise GGLError(f"the wgan-gp architecture cannot make {self.resolution}x"
                            f"{self.resolution} images; accepted resolutions: "
                            f"{', '.join(map(str, RESOLUTIONS))} (use --resolution)")
-        for name in ("channels", "latent_dim", "width"):
-            if getattr(self, name) < 1:
-                raise GGLError(f"wgan-gp {name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise GGLError(f"a conditional wgan-gp needs >= 2 classes, got {self.num_classes}")
+        for name, most in (("channels", 4), ("latent_dim", 65_536), ("width", 8_192)):
+            if not 1 <= getattr(self, name) <= most:
+                raise GGLError(f"wgan-gp {name} must be in 1..{most}, got {getattr(self, name)}")
+        if self.num_classes is not None and not 2 <= self.num_classes <= 100_000:
+            raise GGLError(f"a conditional wgan-gp needs 2..100000 classes, got "
+                           f"{self.num_classes}")
 
     @property
     def upsamplings(self) -> int:
@@ -77,12 +78,20 @@ class WGANConfig:
         return {"architecture": ARCHITECTURE, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, record: dict) -> "WGANConfig":
+    def from_dict(cls, record, source: str = "generator config") -> "WGANConfig":
+        """The config of a ``generator.json`` (its ``generator`` object), every field
+        checked against this dataclass's types (:mod:`ggl.options`) and ranges."""
+        from ggl.options import check_value, option_specs
+
+        if not isinstance(record, dict):
+            raise GGLError(f"{source}: the generator config must be a JSON object, got "
+                           f"{type(record).__name__}")
         if record.get("architecture") != ARCHITECTURE:
-            raise GGLError(f"checkpoint architecture is {record.get('architecture')!r}, "
-                           f"expected {ARCHITECTURE!r}")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in names})
+            raise GGLError(f"{source}: checkpoint architecture is "
+                           f"{record.get('architecture')!r}, expected {ARCHITECTURE!r}")
+        specs = option_specs(cls)
+        return cls(**{k: check_value(specs[k], v, f"{source}: {k}")
+                      for k, v in record.items() if k in specs})
 
 
 class WGANGenerator(nn.Module):
@@ -191,7 +200,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> WGAN
         raise GGLError(f"{given} does not exist: give a `ggl train-prior --out` folder "
                        f"(generator.safetensors + generator.json) or one of its two files")
     record = read_json(config_path, "wgan-gp generator config")
-    config = WGANConfig.from_dict(record.get("generator", record))
+    config = WGANConfig.from_dict(record.get("generator", record) if isinstance(record, dict)
+                                  else record, str(config_path))
     generator = WGANGenerator(config)
     state = read_tensors(weights_path, "wgan-gp generator weights")
     try:

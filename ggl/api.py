@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ggl import constants
+from ggl import checks, constants
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.ceiling import ceiling_scores
 from ggl.config import RunConfig
@@ -110,12 +110,24 @@ def default_out(config: RunConfig) -> Path:
     return constants.OUTPUT_DIR / f"{config.attack}_{config.model}_{config.dataset}_{stamp}"
 
 
+def output_folder(config: RunConfig, overwrite: bool = False) -> Path:
+    """Where a run writes (``config.out`` or :func:`default_out`), checked before any work:
+    a folder that can be written and holds no run yet (``overwrite`` replaces one)."""
+    out = Path(config.out) if config.out else default_out(config)
+    checks.writable_folder(out, "--out")
+    if (out / "run.json").exists() and not overwrite:
+        raise GGLError(f"--out {out} already holds a run (run.json): give another --out, "
+                       f"or --overwrite to replace it")
+    return out
+
+
 def run(config: RunConfig | RunPlan, progress: Progress | None = None,
-        write: bool = True) -> RunResult:
+        write: bool = True, overwrite: bool = False) -> RunResult:
     """Run one attack end to end; with ``write`` the outputs go to ``config.out``.
 
     Args:
         config: a config (resolved here) or a plan :func:`ggl.plan.resolve` made of one.
+        overwrite: replace a run already in ``config.out`` (else that is an error).
 
     Raises:
         GGLError: for anything the user can fix (names, files, shapes, budgets, devices).
@@ -123,6 +135,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
     started = time.perf_counter()
     plan = config if isinstance(config, RunPlan) else resolve(config)
     config, attack, device = plan.config, plan.attack, plan.device
+    out = output_folder(config, overwrite) if write else None
     # model-internal draws (PRECODE's bottleneck, dropout) use torch's global generator
     torch.manual_seed(config.seed)
     lpips_metric = LPIPS(config.lpips_weights) if config.lpips_weights else None
@@ -159,9 +172,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
         "loss_history": downsample(reconstruction.history),
         "versions": library_versions(),
     }
-    out = None
     if write:
-        out = Path(config.out) if config.out else default_out(config)
         matched = reconstruction.images[torch.as_tensor(scores.matching, device=device)]
         frames = [(i, images[torch.as_tensor(scores.matching)])
                   for i, images in reconstruction.snapshots]
@@ -183,7 +194,8 @@ def leak_over_control(metrics: dict, control_metrics: dict) -> dict:
 
 def run_with_control(config: RunConfig | RunPlan, control: str = "random-gradient",
                      progress: Progress | None = None, control_progress: Progress | None = None,
-                     write: bool = True) -> tuple[RunResult, RunResult]:
+                     write: bool = True, overwrite: bool = False
+                     ) -> tuple[RunResult, RunResult]:
     """The attack on the real update, then the same run under ``control`` (each a run of
     its own, resolved once).
 
@@ -201,8 +213,12 @@ def run_with_control(config: RunConfig | RunPlan, control: str = "random-gradien
     out = Path(config.out) if config.out else default_out(config)
     # both runs are resolved before either starts (an unknown control stops nothing midway)
     control_plan = resolve(replace(config, control=control, out=str(out / "control")))
-    main = run(replace(main_plan, config=replace(config, out=str(out))), progress, write=write)
-    controlled = run(control_plan, control_progress, write=write)
+    if write:
+        output_folder(main_plan.config, overwrite)
+        output_folder(control_plan.config, overwrite)
+    main = run(replace(main_plan, config=replace(config, out=str(out))), progress, write=write,
+               overwrite=overwrite)
+    controlled = run(control_plan, control_progress, write=write, overwrite=overwrite)
     comparison = {"control": control, "run": "control/run.json",
                   "metrics": {key: controlled.record["metrics"].get(key)
                               for key in LEAK_METRICS + ("label_accuracy",)},

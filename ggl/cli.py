@@ -25,11 +25,11 @@ class GGLGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except GGLError as err:
-            raise UserError(str(err)) from None
+        except GGLError as err:               # one line, whatever a library put in it
+            raise UserError(" ".join(str(err).split())) from None
 
 
-@click.group(cls=GGLGroup)
+@click.group(cls=GGLGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ggl")
 def cli():
     """ggl: audit privacy defenses in federated learning by attacking them."""
@@ -84,7 +84,7 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 @click.option("--budget", type=int, default=None,
               help="GGL: objective evaluations (default 25000); IG: Adam steps (24000); "
                    "DLG/iDLG: L-BFGS steps (300).")
-@click.option("--ng_method", "--ng-method", "ng_method", default=None,
+@click.option("--ng-method", "--ng_method", "ng_method", default=None,
               shell_complete=_names("ggl.optimizers:OPTIMIZERS"),
               help="GGL's latent optimizer: CMA (default), BO/turbo, adam, or any nevergrad "
                    "optimizer name.")
@@ -100,7 +100,7 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               default=None,
               help="GGL's prior: default (shipped for the dataset), wgan-gp:PATH, "
                    "biggan-deep-256:DIR (also -128, -512).")
-@click.option("--n_trials", "--n-trials", "n_trials", type=int, default=None,
+@click.option("--n-trials", "--n_trials", "n_trials", type=int, default=None,
               help="GGL: independent searches; the lowest gradient loss wins (default 1).")
 @click.option("--population", type=int, default=None,
               help="GGL: candidates per batched evaluation (nevergrad 50, TuRBO 10).")
@@ -120,7 +120,7 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               help="Client-side defense, repeatable (a chain, in order): noise, laplace, "
                    "clipping, compression, pruning, quantization, soteria, precode, dpsgd "
                    "(`ggl list`), e.g. --defense clipping:4 --defense noise:0.01.")
-@click.option("--d_param", "--d-param", "d_param", type=float, default=None,
+@click.option("--d-param", "--d_param", "d_param", type=float, default=None,
               help="Parameter of a single --defense given without :PARAM.")
 @click.option("--adaptive", is_flag=True,
               help="The attacker models the defense: masks, clipping, quantization applied "
@@ -161,8 +161,10 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
                    "shared update (random-gradient: noise at each layer's norm, the same "
                    "labels and defense) into OUT/control/ and report the leak over it; "
                    "none: the attack only.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --out (without it, that is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(extra, quiet, control, **options):
+def run(extra, quiet, control, overwrite, **options):
     """Attack one client's shared gradient and score the reconstruction.
 
     With no options: GGL with CMA-ES in the shipped MNIST prior against a LeNet client.
@@ -203,10 +205,11 @@ def run(extra, quiet, control, **options):
 
     try:
         if control == "none":
-            result = run_attack(plan, progress_bar(config.attack))
+            result = run_attack(plan, progress_bar(config.attack), overwrite=overwrite)
         else:
             result, _ = run_with_control(plan, control, progress_bar(config.attack),
-                                         progress_bar(f"{config.attack} ({control} control)"))
+                                         progress_bar(f"{config.attack} ({control} control)"),
+                                         overwrite=overwrite)
     finally:
         for bar in bars:
             bar.close()
@@ -388,6 +391,8 @@ def report(directory, stem):
     from ggl.study.report import write_report
 
     written = write_report(directory, stem)
+    for problem in written.skipped:
+        click.echo(f"warning: skipped a malformed record: {problem}", err=True)
     click.echo(written.table)
     click.echo(written.line())
 

@@ -14,6 +14,7 @@ assignment on MSE), since a gradient does not tell the order of its batch.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,7 @@ import torch.nn as nn
 
 from ggl.errors import GGLError
 from ggl.models import last_linear
+from ggl.weights import read_state_dict
 
 
 def to_unit_range(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -111,14 +113,12 @@ class LPIPS:
             raise GGLError("LPIPS needs the lpips package: pip install 'ggl[lpips]'") from None
         # the linear heads ship with lpips; pnet_rand=True keeps it from downloading the
         # backbone, which is then filled from the user's file below
-        self.net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():          # torchvision's notes on its old arguments
+            warnings.simplefilter("ignore")
+            self.net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
         backbone = self.net.net
+        state = read_state_dict(path, "--lpips-weights")
         try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
             # lpips splits AlexNet's `features` into slices that keep the module indices
             mapped = {name: state["features." + name.split(".", 1)[1]]
                       for name, _ in backbone.named_parameters()}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ggl.dropout import MaskedDropout, check_rate
 from ggl.errors import GGLError
 from ggl.registry import Registry
+from ggl.weights import read_state_dict
 
 
 class LeNet(nn.Module):
@@ -241,18 +242,7 @@ def build_victim(name: str, channels: int, resolution: int, num_classes: int, *,
 
 def load_weights(model: nn.Module, path: str | Path, name: str = "model") -> None:
     """Load a state dict from ``.safetensors`` or a ``torch.save`` file, safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise GGLError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated or pickled objects
-        raise GGLError(f"cannot read weights file {path}: {err}. Accepted: a safetensors "
-                       f"file or a plain state dict saved with torch.save") from None
+    state = read_state_dict(path, "weights file")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:

@@ -104,6 +104,8 @@ def _scalar(spec: OptionSpec, value: Any, base: type, what: str) -> Any:
         raise GGLError(f"{what} must be an integer, got {value!r}")
     if base is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise GGLError(f"{what} must be a finite number, got {value!r}")
             return float(value)
         raise GGLError(f"{what} must be a number, got {value!r}")
     if base is str:

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ggl import checks
 from ggl.attacks import ATTACKS, Attack
 from ggl.config import RunConfig, resolve_device
 from ggl.contracts import Defense
@@ -58,15 +59,29 @@ def resolve(config: RunConfig) -> RunPlan:
     MODELS.choose(config.model)
     DATASETS.choose(config.dataset)
     control = CONTROLS.choose(config.control)
-    if config.batch_size <= 0:
-        raise GGLError(f"--batch-size must be positive, got {config.batch_size}")
+    checks.seed("--seed", config.seed)
+    checks.at_least("--batch-size", config.batch_size, 1)
     if config.model_mode not in ("eval", "train"):
         raise GGLError(f"--model-mode must be 'eval' or 'train', got {config.model_mode!r}")
-    if config.victim_steps < 0:
-        raise GGLError(f"--victim-steps must be >= 0, got {config.victim_steps}")
+    checks.at_least("--victim-steps", config.victim_steps, 0)
+    for flag, value in (("--width", config.width), ("--resolution", config.resolution)):
+        if value is not None:
+            checks.at_least(flag, value, 1, "a whole number >= 1 (leave it out for the "
+                                             "default)")
+    if len(set(config.index)) != len(config.index):
+        raise GGLError(f"--index {' --index '.join(map(str, config.index))} names an image "
+                       f"twice: a client's batch holds distinct images")
+    checks.finite("--d_param", config.d_param)
     check_rate(config.dropout)
     device = resolve_device(config.device)
     defenses = tuple(parse_defenses(config.defense, config.d_param))
+    if attack_class.needs_dropout and config.dropout == 0:
+        raise GGLError(f"--attack {config.attack} models the victim's dropout masks: give "
+                       f"the victim dropout, e.g. --dropout 0.25 (ggl list)")
+    needed = attack_class.needs_defense
+    if needed is not None and needed not in (d.name for d in defenses):
+        raise GGLError(f"--attack {config.attack} attacks the {needed} defense: add "
+                       f"--defense {needed}")
     attack = attack_class(seed=config.seed, adaptive=config.adaptive,
                           defense_known=config.defense_known, **config.attack_options())
     return RunPlan(config, attack, defenses, control, device)

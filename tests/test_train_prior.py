@@ -355,3 +355,16 @@ def test_bad_training_numbers(tmp_path):
         train_prior(tiny_config(tmp_path, lr=0.0))
     _user_error(_cli("--ema", 1.0, "--out", tmp_path), "--ema is the moving average's decay",
                 "e.g. 0.999")
+
+
+def test_resume_removes_the_temporary_files_a_kill_left(trained):
+    """A kill -9 during a checkpoint's write leaves ``.checkpoint.safetensors.*.tmp``; the
+    resumed run deletes it (and a sweep store's repair does the same in its folder)."""
+    out, _ = trained
+    stale = out / ".checkpoint.safetensors.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    result = _cli(*_tiny_cli_args(out, **{"--steps": 3, "--checkpoint-every": 2}),
+                  "--resume")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists()
+    assert not list(out.glob(".*.tmp"))

@@ -137,6 +137,7 @@ class PrecodeAnalytic(Attack):
     """
 
     name = "precode-analytic"
+    needs_defense = "precode"
     summary = "closed-form input of the first linear layer, then feature inversion (B = 1)"
     Options = PrecodeAnalyticOptions
 

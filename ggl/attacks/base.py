@@ -8,6 +8,7 @@ from typing import Callable, ClassVar
 import torch
 
 from ggl.ceiling import LatentSearch
+from ggl.checks import MAX_BUDGET
 from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.objective import GradientMatching
@@ -59,6 +60,10 @@ class Attack:
     name: ClassVar[str]
     summary: ClassVar[str]
     Options: ClassVar[type]
+    #: the attack models the victim's dropout (the run needs ``--dropout`` > 0)
+    needs_dropout: ClassVar[bool] = False
+    #: the name of the defense the attack breaks (the run must apply it), if any
+    needs_defense: ClassVar[str | None] = None
 
     def __init__(self, seed: int = 0, adaptive: bool = False, defense_known: bool = True,
                  **overrides):
@@ -70,8 +75,9 @@ class Attack:
 
     def _validate(self) -> None:
         budget = getattr(self.options, "budget", 1)
-        if budget < 1:
-            raise GGLError(f"--budget must be at least 1 for attack {self.name!r}, got {budget}")
+        if not 1 <= budget <= MAX_BUDGET:
+            raise GGLError(f"--budget must be in 1..{MAX_BUDGET:,} for attack {self.name!r}, "
+                           f"got {budget}")
 
     def reconstruct(self, observation: Observation, progress: Progress | None = None
                     ) -> Reconstruction:

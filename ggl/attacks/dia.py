@@ -47,6 +47,7 @@ class DropoutInversion(InvertingGradients):
     """DIA: image and dropout masks optimized jointly against the shared gradient."""
 
     name = "dia"
+    needs_dropout = True
     summary = "Dropout Inversion Attack: image + continuous dropout masks (Scheliga et al. 2022)"
     Options = DIAOptions
 
@@ -80,6 +81,7 @@ class DropoutInversion(InvertingGradients):
 class OracleIG(InvertingGradients):
     """WIIG: IG run with the client's true dropout masks — an oracle upper bound."""
 
+    needs_dropout = True
     name = "wiig"
     summary = "oracle: IG given the client's secret dropout masks (an upper bound, not an attack)"
     Options = DIAOptions

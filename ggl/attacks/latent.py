@@ -153,7 +153,10 @@ class GGL(Attack):
                      "gifd_radius_step"):
             if getattr(o, name) < 0:
                 raise GGLError(f"{name} must be >= 0, got {getattr(o, name)}")
-        for name in ("gias_lr", "gifd_lr", "gifd_radius"):
+        if o.chunk_size is not None and o.chunk_size < 1:
+            raise GGLError(f"chunk_size is the candidates scored at once: >= 1, or leave it "
+                           f"out to fit memory; got {o.chunk_size}")
+        for name in ("gias_lr", "gifd_lr", "gifd_radius", "refine_lr"):
             if getattr(o, name) <= 0:
                 raise GGLError(f"{name} must be > 0, got {getattr(o, name)}")
         if not 0.0 <= o.holdout < 1.0:
@@ -227,8 +230,9 @@ class GGL(Attack):
                                seed=self.search_seed(search), lr=o.lr, project=project)
 
     def search_seed(self, search: int) -> int:
-        """The optimizer seed of search number ``search`` of this run."""
-        return self.seed * 1000 + search
+        """The optimizer seed of search number ``search`` of this run (within 32 bits, as
+        nevergrad's numpy generators take)."""
+        return (self.seed * 1000 + search) % 2 ** 32
 
     def prior(self, observation: Observation):
         from ggl.generators import build_prior

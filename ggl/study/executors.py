@@ -73,7 +73,8 @@ def run_cell(task: dict) -> dict:
         config_dict = dict(task["config"])
         for name in ("index", "defense"):
             config_dict[name] = tuple(config_dict[name])
-        run = api.run(RunConfig(**config_dict), write=True).record
+        # the store owns its run folders: a retried cell replaces its earlier attempt
+        run = api.run(RunConfig(**config_dict), write=True, overwrite=True).record
         add_run(record, run)
         loss = float(run["loss"])
         if math.isfinite(loss):

@@ -151,6 +151,9 @@ def _parse(data: Any, default_name: str) -> tuple[str, dict, dict, dict, int]:
         raise Problem(line_of(data), "missing key 'grid' (the axes to sweep, e.g. "
                                      "grid: {attack: [idlg, ig], index: [0, 1]})")
     grid = _mapping(data, "grid")
+    if not grid:
+        raise Problem(line_of(data, "grid"), "the grid has no axis: name at least one, e.g. "
+                                             "grid: {attack: [idlg, ig], index: [0, 1]}")
     axes: dict[str, list] = {}
     for key, values in grid.items():
         if key not in SETTABLE_FIELDS:
@@ -266,4 +269,11 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.is_file():
         raise GGLError(f"sweep config {str(path)!r} not found (a YAML file with a grid; "
                        f"example: experiments/configs/tiny_sweep.yaml)")
-    return parse_sweep(path.read_text(encoding="utf-8"), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise GGLError(f"sweep config {str(path)!r} is not UTF-8 text (byte {err.start}): "
+                       f"save it as UTF-8 YAML") from None
+    except OSError as err:
+        raise GGLError(f"sweep config {str(path)!r} cannot be read ({err.strerror})") from None
+    return parse_sweep(text, path)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ggl.errors import GGLError
+from ggl.results import remove_stale_temporaries
 
 #: the store's files inside the output folder
 INDEX_FILE = "index.jsonl"
@@ -127,7 +128,9 @@ class ResultStore:
             self._lock = None
 
     def repair(self) -> None:
-        """Drop a last line torn by a kill mid-append (its cell will simply run again)."""
+        """Drop a last line torn by a kill mid-append (its cell will simply run again) and
+        the temporary files a kill mid-write left in the store's folder."""
+        remove_stale_temporaries(self.root)
         if not self.index.exists():
             return
         data = self.index.read_bytes()
@@ -137,20 +140,25 @@ class ResultStore:
 
     def records(self) -> dict[str, dict]:
         """The latest record of every cell in the store, by cell id (attempts counted)."""
-        latest: dict[str, dict] = {}
+        return {record["cell_id"]: record for _, record in self.numbered_records()}
+
+    def numbered_records(self) -> list[tuple[int, dict]]:
+        """``(line number, record)`` of every record in ``index.jsonl``, in order; torn
+        lines and lines that are not a record with a text ``cell_id`` are left out."""
+        found: list[tuple[int, dict]] = []
         if not self.index.exists():
-            return latest
-        with open(self.index, encoding="utf-8") as handle:
-            for line in handle:
+            return found
+        with open(self.index, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue            # a torn line: that cell has no record
-                if isinstance(record, dict) and "cell_id" in record:
-                    latest[record["cell_id"]] = record
-        return latest
+                if isinstance(record, dict) and isinstance(record.get("cell_id"), str):
+                    found.append((number, record))
+        return found
 
     def append(self, record: dict) -> dict:
         """Append one record as one line (one write, flushed and fsynced); returns the

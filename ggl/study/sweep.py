@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ggl import checks
 from ggl.study.executors import make_executor, make_task
 from ggl.study.grid import Sweep
 from ggl.study.spec import load_sweep
@@ -66,6 +67,7 @@ def run_sweep(config: str | Path | Sweep, out: str | Path, executor: str = "loca
 
     sweep = config if isinstance(config, Sweep) else load_sweep(config)
     runner = make_executor(executor, workers, address, threads)
+    checks.writable_folder(out, "--out")
     store = ResultStore(out)
     store.lock()
     try:

@@ -56,10 +56,11 @@ PNGs), :mod:`~ggl.study.report.render` (the pages); this module writes them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ggl import checks
 from ggl.errors import GGLError
 from ggl.results import atomic_write_bytes
 from ggl.study.report.figures import all_figures
@@ -91,11 +92,13 @@ class Report:
     done: int
     failed: int
     figures: list[str]
+    skipped: list[str] = field(default_factory=list)   # malformed records left out
 
     def line(self) -> str:
+        skipped = f", {len(self.skipped)} malformed records skipped" if self.skipped else ""
         return (f"report of {self.name} ({self.kind}): {self.cells} cells, {self.done} done, "
-                f"{self.failed} failed -> {self.html}, {self.markdown} (+ {len(self.figures)} "
-                f"figures in {self.files})")
+                f"{self.failed} failed{skipped} -> {self.html}, {self.markdown} (+ "
+                f"{len(self.figures)} figures in {self.files})")
 
 
 def _stem(root: Path, out: str | Path | None) -> Path:
@@ -124,9 +127,10 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
     Raises:
         GGLError: ``root`` is not a folder or holds no record.
     """
-    entries, kind, name = load_entries(root)
+    entries, kind, name, skipped = load_entries(root)
     root = Path(root).resolve()
     stem = _stem(root, out)
+    checks.writable_folder(stem.parent, "--out")
     files = stem.parent / (stem.name + FILES_SUFFIX)
     rows = summary_rows(entries)
     header, body = table_cells(rows)
@@ -153,4 +157,4 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
                 stale.unlink(missing_ok=True)
     return Report(root, name, kind, html_path, md_path, files,
                   table, len(entries), len(entries) - len(failed), len(failed),
-                  [f.name for f in figures])
+                  [f.name for f in figures], skipped)

@@ -167,11 +167,48 @@ def _defenses(*sources: dict | None) -> list | None:
     return None
 
 
-def _store_entries(root: Path) -> list[Entry]:
+#: record field -> the types a report can read (``None`` allowed for each)
+RECORD_TYPES = {"status": str, "config": dict, "metrics": dict, "run_dir": str,
+                "loss": (int, float), "error": str, "traceback": str, "attempt": int,
+                "private_indices": list}
+
+
+def record_problem(record: dict) -> str | None:
+    """What makes ``record`` (an index line or a run.json) unreadable for a report, or
+    None: a field of the wrong type, or a config value its RunConfig field does not take."""
+    from ggl.config import RunConfig
+    from ggl.options import check_value, option_specs
+
+    for key, kinds in RECORD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            return f"{key} is {type(value).__name__} {value!r:.40}"
+    specs = option_specs(RunConfig)
+    for key, value in (record.get("config") or {}).items():
+        if key in specs:
+            try:
+                check_value(specs[key], value, f"config.{key}")
+            except GGLError as err:
+                return str(err)
+    return None
+
+
+def _store_entries(root: Path, skipped: list[str]) -> list[Entry]:
     entries = []
-    for record in ResultStore(root).records().values():
+    latest = {}
+    for number, record in ResultStore(root).numbered_records():
+        problem = record_problem(record)
+        if problem is not None:
+            skipped.append(f"{INDEX_FILE}:{number}: {problem}")
+            latest.pop(record["cell_id"], None)
+            continue
+        latest[record["cell_id"]] = record
+    for record in latest.values():
         run_dir = root / record["run_dir"] if record.get("run_dir") else None
         run = _read_json(run_dir / "run.json") if run_dir is not None else None
+        if run is not None and record_problem(run) is not None:
+            skipped.append(f"{record['run_dir']}/run.json: {record_problem(run)}")
+            run = None
         done = record.get("status") == "done"
         entries.append(Entry(
             cell_id=record["cell_id"], status="done" if done else "failed",
@@ -185,13 +222,16 @@ def _store_entries(root: Path) -> list[Entry]:
     return entries
 
 
-def _run_entries(root: Path) -> list[Entry]:
+def _run_entries(root: Path, skipped: list[str]) -> list[Entry]:
     entries = []
     for path in sorted(root.rglob("run.json")):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
         run = _read_json(path)
-        if run is None or not isinstance(run.get("config"), dict):
+        problem = "not a JSON object" if run is None else record_problem(run) or (
+            None if isinstance(run.get("config"), dict) else "it has no config")
+        if problem is not None:
+            skipped.append(f"{path.relative_to(root)}: {problem}")
             continue
         loss = _finite_or_none(run.get("loss"))
         relative = path.parent.relative_to(root).as_posix()
@@ -207,12 +247,13 @@ def _run_entries(root: Path) -> list[Entry]:
     return entries
 
 
-def load_entries(root: str | Path) -> tuple[list[Entry], str, str]:
+def load_entries(root: str | Path) -> tuple[list[Entry], str, str, list[str]]:
     """The entries of a sweep store or a folder of ``ggl run`` outputs.
 
     Returns:
-        ``(entries, kind, name)``: kind is ``"sweep store"`` or ``"run folders"``; name the
-        sweep's name (``sweep.json``) or the folder's.
+        ``(entries, kind, name, skipped)``: kind is ``"sweep store"`` or ``"run folders"``;
+        name the sweep's name (``sweep.json``) or the folder's; skipped the malformed
+        records left out, each ``FILE[:LINE]: what is wrong``.
 
     Raises:
         GGLError: ``root`` is not a folder, or holds no record.
@@ -222,18 +263,23 @@ def load_entries(root: str | Path) -> tuple[list[Entry], str, str]:
         raise GGLError(f"{str(root)!r} is not a folder; give a sweep store (`ggl sweep --out "
                        f"DIR`, `ggl compare --out DIR`) or a folder of `ggl run` outputs")
     root = root.resolve()
+    skipped: list[str] = []
     if (root / INDEX_FILE).is_file():
-        entries, kind = _store_entries(root), "sweep store"
-        name = (_read_json(root / SWEEP_FILE) or {}).get("name") or root.name
+        entries, kind = _store_entries(root, skipped), "sweep store"
+        sweep = _read_json(root / SWEEP_FILE)
+        name = (sweep.get("name") if isinstance(sweep, dict) else None) or root.name
     else:
-        entries, kind, name = _run_entries(root), "run folders", root.name
+        entries, kind, name = _run_entries(root, skipped), "run folders", root.name
+    if not entries and skipped:
+        raise GGLError(f"no readable run record in {root}: {len(skipped)} malformed, e.g. "
+                       f"{skipped[0]}")
     if not entries:
         raise GGLError(f"no run records in {root}: expected a sweep store ({INDEX_FILE} with "
                        f"at least one record, written by `ggl sweep --out DIR` or `ggl "
                        f"compare --out DIR`) or folders holding run.json (written by `ggl "
                        f"run --out DIR`)")
     describe(entries)
-    return entries, kind, str(name)
+    return entries, kind, str(name), skipped
 
 
 def _chain(entry: Entry) -> tuple[str, list]:

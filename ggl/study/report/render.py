@@ -84,6 +84,7 @@ def render_markdown(name: str, kind: str, root: Path, entries: Sequence[Entry], 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f0f0f0; }
@@ -103,14 +104,14 @@ def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], text_colum
         attribute = ' class="text"' if i < text_columns else ""
         return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"
 
-    lines = ["<table>", "<thead><tr>" + "".join(cell("th", i, h) for i, h in
+    lines = ['<div class="scroll"><table>', "<thead><tr>" + "".join(cell("th", i, h) for i, h in
                                                  enumerate(header)) + "</tr></thead>",
              "<tbody>"]
     for r, row in enumerate(body):
         css = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
         lines.append(f"<tr{css}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) +
                      "</tr>")
-    lines += ["</tbody>", "</table>"]
+    lines += ["</tbody>", "</table></div>"]
     return "\n".join(lines)
 
 
@@ -141,6 +142,7 @@ def render_html(name: str, kind: str, root: Path, entries: Sequence[Entry],
     done = sum(e.status == "done" for e in entries)
     text_columns = 4 if "setting" in header else 3
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>ggl report: {escape(name)}</title>", f"<style>{CSS}</style>", "</head>",
              "<body>", f"<h1>ggl report: {escape(name)}</h1>",
              f"<p>{escape(kind)} <code>{escape(str(root))}</code>: <strong>{len(entries)} "
