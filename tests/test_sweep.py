@@ -312,6 +312,39 @@ def test_an_interrupted_sweep_resumes_without_loss_or_repeats(tmp_path, referenc
     _same_records(summary.records, reference.records)
 
 
+def test_three_kills_in_a_row_lose_nothing_and_leave_no_trace(tmp_path, reference):
+    """kill -9 at three seeded random moments (while a cell runs, between cells, during a
+    write), then a resume: every cell done exactly once, every run folder complete, no
+    temporary file left."""
+    import random
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ggl.cli", "sweep", str(TINY), "--out", str(out),
+               "--threads", "1", "--quiet"]
+    written = out / "sweep.json"               # written once the sweep has parsed and locked
+    for delay in random.Random(19).sample(range(0, 120), 3):    # hundredths of a second
+        launched = time.time()
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (written.exists() and written.stat().st_mtime >= launched - 0.01):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(delay / 100)
+        assert process.poll() is None, "the sweep finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    summary = run_sweep(TINY, out, threads=1, quiet=True)
+    assert summary.done + summary.skipped == 8 and summary.failed == 0
+    lines = [r for r in _lines(out) if r["status"] == "done"]
+    assert sorted(r["cell_id"] for r in lines) == sorted(reference.records)   # each once
+    for record in lines:
+        run = json.loads((out / record["run_dir"] / "run.json").read_text())
+        assert all((out / record["run_dir"] / name).is_file() for name in run["files"])
+    assert not list(out.rglob("*.tmp"))
+    _same_records(summary.records, reference.records)
+
+
 # --- executors -------------------------------------------------------------------------
 def test_two_local_workers_give_the_serial_records(tmp_path, reference):
     summary = run_sweep(TINY, tmp_path, workers=2, quiet=True)
