@@ -123,17 +123,26 @@ def _invoke_in(folder: Path, args: list[str]):
         os.chdir(cwd)
 
 
-@FUZZ
-@given(st.sampled_from(sorted(BAD_RUN_VALUES)).flatmap(
-    lambda flag: st.tuples(st.just(flag), BAD_RUN_VALUES[flag])))
-def test_ggl_run_refuses_every_bad_option_value(case):
-    flag, value = case
+def bad_values(table: dict):
+    """``(flag, a value it must refuse)`` from a table of flag -> strategy."""
+    return st.sampled_from(sorted(table)).flatmap(
+        lambda flag: st.tuples(st.just(flag), table[flag]))
+
+
+def _refused(command: str, flag: str, value: str, *rest: str) -> None:
+    """``ggl COMMAND FLAG VALUE REST --out <scratch>/out`` is a user error writing nothing."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        control = [] if flag == "--control" else ["--control", "none"]
-        result = _invoke_in(folder, ["run", *control, flag, value, "--device", "cpu",
+        result = _invoke_in(folder, [command, *rest, flag, value, "--device", "cpu",
                                      "--out", str(folder / "out")])
         _assert_user_error(result, folder)
+
+
+@FUZZ
+@given(bad_values(BAD_RUN_VALUES))
+def test_ggl_run_refuses_every_bad_option_value(case):
+    flag, value = case
+    _refused("run", flag, value, *([] if flag == "--control" else ["--control", "none"]))
 
 
 BAD_TRAIN_PRIOR_VALUES = {
@@ -152,15 +161,9 @@ BAD_TRAIN_PRIOR_VALUES = {
 
 
 @FUZZ
-@given(st.sampled_from(sorted(BAD_TRAIN_PRIOR_VALUES)).flatmap(
-    lambda flag: st.tuples(st.just(flag), BAD_TRAIN_PRIOR_VALUES[flag])))
+@given(bad_values(BAD_TRAIN_PRIOR_VALUES))
 def test_train_prior_refuses_every_bad_option_value(case):
-    flag, value = case
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        result = _invoke_in(folder, ["train-prior", flag, value, "--device", "cpu",
-                                     "--out", str(folder / "prior"), "--quiet"])
-        _assert_user_error(result, folder)
+    _refused("train-prior", *case, "--quiet")
 
 
 class _Payload:
