@@ -415,6 +415,10 @@ def report(directory, stem):
               help="Client-side defense, repeatable (a chain, in order), as in `ggl run`; "
                    "default: none.")
 @click.option("--adaptive", is_flag=True, help="Every attack models the defense.")
+@click.option("--data-root", default=None,
+              help="Folder holding the dataset files, as in `ggl run` (env GGL_DATA_ROOT).")
+@click.option("--generator", shell_complete=_names("ggl.generators:GENERATORS"),
+              default=None, help="GGL's prior, as in `ggl run` (default: the shipped one).")
 @click.option("--control", shell_complete=_names("ggl.controls:CONTROLS"),
               default="random-gradient", show_default=True,
               help="Also run every attack with this control in place of the update (the "

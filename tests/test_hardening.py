@@ -173,3 +173,18 @@ def test_a_report_skips_malformed_records_and_names_them(tmp_path):
                     "run_dir": 7}) + "\n" +
         json.dumps({"cell_id": ["b"], "status": "done"}) + "\n")
     _one_error(_invoke("report", str(index)), "index.jsonl:1: run_dir is int")
+
+
+def test_compare_takes_the_data_root_and_generator_of_ggl_run(tmp_path):
+    from ggl.study.compare import compare_sweep
+
+    plain = compare_sweep(attacks=("idlg", "ggl"), index=(0,))
+    given = compare_sweep(attacks=("idlg", "ggl"), index=(0,), data_root=str(tmp_path),
+                          generator="default-unconditional")
+    assert all(c.config.data_root == str(tmp_path) for c in given.cells)
+    assert [c.config.extra.get("generator") for c in given.cells
+            if c.config.attack == "ggl"] == ["default-unconditional"] * 2   # + its control
+    assert all("generator" not in c.config.extra and c.config.data_root is None
+               for c in plain.cells)
+    _one_error(_invoke("compare", "--attack", "ggl", "--generator", "stylegan:x", "--out",
+                       str(tmp_path / "c")), "unknown --generator 'stylegan:x'")

@@ -69,7 +69,8 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
                    budgets: dict[str, int] | None = None, defense: Sequence[str] = (),
                    adaptive: bool = False, index: Sequence[int] = (0,),
                    model: str = "lenet", dataset: str = "mnist", device: str = "auto",
-                   seed: int = 0, control: str = "random-gradient") -> dict:
+                   seed: int = 0, control: str = "random-gradient",
+                   data_root: str | None = None, generator: str | None = None) -> dict:
     """The sweep config (a plain mapping, as YAML would give it) of one comparison.
 
     Args:
@@ -81,6 +82,8 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
         model, dataset, device, seed: as ``ggl run``'s.
         control: run every cell also under this control (``ggl.controls.CONTROLS``);
             ``none``: the attacks only.
+        data_root: the folder holding the dataset's files, as ``ggl run --data-root``.
+        generator: GGL's prior, as ``ggl run --generator`` (for the ``ggl`` cells).
 
     Raises:
         GGLError: an unknown attack or control, or a bad defense spec.
@@ -93,13 +96,14 @@ def compare_config(attacks: Sequence[str] = COMPARE_ATTACKS,
     grid = {"attack": attacks, "defense": [defense or "none"], "index": index}
     if control != "none":
         grid["control"] = ["none", control]
-    return {
-        "name": "compare",
-        "settings": {"model": model, "dataset": dataset, "device": device, "seed": seed,
-                     "adaptive": bool(adaptive)},
-        "grid": grid,
-        "attack_options": {a: {"budget": budgets[a]} for a in attacks if a in budgets},
-    }
+    settings = {"model": model, "dataset": dataset, "device": device, "seed": seed,
+                "adaptive": bool(adaptive)}
+    if data_root is not None:            # only when given: the cell ids stay as they were
+        settings["data_root"] = data_root
+    options = {a: {"budget": budgets[a]} for a in attacks if a in budgets}
+    if generator is not None and "ggl" in attacks:
+        options.setdefault("ggl", {})["generator"] = generator
+    return {"name": "compare", "settings": settings, "grid": grid, "attack_options": options}
 
 
 def compare_sweep(**options):
