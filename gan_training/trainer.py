@@ -37,6 +37,9 @@ from ggl.generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
 from ggl.results import remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.safetensors"
+#: written into an output folder before anything else: the run that wrote it may start
+#: again there (a kill before its first checkpoint leaves its folder to it)
+STARTED = ".train-prior-started"
 #: public splits smaller than this many bytes are kept as one tensor on the device
 IN_MEMORY_BYTES = 2 * 1024 ** 3
 
@@ -173,6 +176,8 @@ class PriorTrainer:
             saved, tensors = read_training_state(self.checkpoint_path)
             _check_resumable(saved, config, self.checkpoint_path)
             config.resolution = saved["config"]["resolution"]
+        elif (self.out / STARTED).exists():
+            pass        # a run of ours stopped before its first checkpoint: start it again
         elif resume:
             raise GGLError(f"--resume: {self.out} holds no {CHECKPOINT} to continue; "
                            f"leave out --resume to start a new run there")
@@ -307,14 +312,17 @@ class PriorTrainer:
         if quality is not None:
             record["quality"] = quality
         self.out.mkdir(parents=True, exist_ok=True)
-        save_training_state(self.checkpoint_path, record, self.generator, self.critic,
-                            self.optimizers, self.rng, self.averaged)
+        (self.out / STARTED).touch()        # this folder is ours from the first write on
+        # the step's artifacts first, the checkpoint that declares the step done last: a
+        # kill in between repeats the step's artifacts on resume, none goes missing
         prior_record = {k: v for k, v in record.items() if k != "history"}
         save_generator(self.out, self.prior, prior_record)
         samples, mean, std = self.samples(), self.data.mean, self.data.std
         save_sample_grid(samples, self.out / "samples" / f"step_{self.step:07d}.png", mean, std)
         save_sample_grid(samples, self.out / "samples.png", mean, std)
         save_loss_plot(self.history, self.out / "losses.png")
+        save_training_state(self.checkpoint_path, record, self.generator, self.critic,
+                            self.optimizers, self.rng, self.averaged)
         return record
 
     # --- the loop ---------------------------------------------------------------------------

@@ -368,3 +368,21 @@ def test_resume_removes_the_temporary_files_a_kill_left(trained):
     assert result.exit_code == 0, result.output
     assert not stale.exists()
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_kill_before_the_first_checkpoint_leaves_a_folder_that_starts_again(tmp_path):
+    """The step's prior and samples are written before the checkpoint that declares the
+    step done; a run killed in between (no checkpoint yet) starts from scratch, with or
+    without --resume, while a prior folder train-prior did not write stays refused."""
+    out = tmp_path / "run"
+    PriorTrainer(tiny_config(out, steps=2, checkpoint_every=2)).train()
+    assert (out / "samples" / "step_0000002.png").is_file()
+    (out / "checkpoint.safetensors").unlink()          # killed during its first checkpoint
+    for resume in ([], ["--resume"]):
+        result = _cli(*_tiny_cli_args(out, **{"--steps": 2, "--checkpoint-every": 2}),
+                      *resume)
+        assert result.exit_code == 0, result.output
+        assert (out / "checkpoint.safetensors").is_file()
+        (out / "checkpoint.safetensors").unlink()
+    (out / ".train-prior-started").unlink()           # now a prior folder of unknown origin
+    _user_error(_cli(*_tiny_cli_args(out)), "already holds a prior")
