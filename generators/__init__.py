@@ -98,13 +98,18 @@ GENERATORS.add("wgan-gp", _wgan_gp, "PATH: a `ggl train-prior` output folder (or
 for _name in ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512"):
     GENERATORS.add(_name, _biggan(_name),
                    "DIR: a pytorch-pretrained-biggan folder (config.json + weights)")
-#: the kinds written KIND:LOCATION (the others take no location)
-LOCATED = ("wgan-gp", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
+#: the kinds written KIND:LOCATION -> what the location is (the others take none)
+LOCATED = {"wgan-gp": "PATH", "biggan-deep-128": "DIR", "biggan-deep-256": "DIR",
+           "biggan-deep-512": "DIR"}
+
+
+def written_as(kind: str) -> str:
+    """How ``--generator`` names ``kind``: ``default``, ``wgan-gp:PATH``, ..."""
+    return f"{kind}:{LOCATED[kind]}" if kind in LOCATED else kind
 
 
 def _accepted() -> str:
-    return ", ".join(f"{name}:{'PATH' if name == 'wgan-gp' else 'DIR'}" if name in LOCATED
-                     else name for name in GENERATORS.names())
+    return ", ".join(written_as(name) for name in GENERATORS.names())
 
 
 def check_generator(spec: str) -> str:

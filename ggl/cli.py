@@ -39,11 +39,9 @@ def _names(registry: str):
     """Shell completion of an option from the registry ``"module:NAME"`` (imported when a
     shell asks, not when the command starts: the registries pull in torch)."""
     def complete(ctx, param, incomplete: str) -> list[str]:
-        import importlib
+        from ggl.registry import registry_at
 
-        module, name = registry.split(":")
-        entries = getattr(importlib.import_module(module), name)
-        return [n for n in entries.names() if n.startswith(incomplete)]
+        return [n for n in registry_at(registry).names() if n.startswith(incomplete)]
     return complete
 
 
@@ -469,7 +467,7 @@ def list_registered():
     from ggl.controls import CONTROLS
     from ggl.data import DATASETS
     from ggl.defenses import DEFENSES
-    from ggl.generators import GENERATORS, LOCATED
+    from ggl.generators import GENERATORS, written_as
     from ggl.labels import LABEL_METHODS
     from ggl.models import MODELS
     from ggl.objective import DISTANCES, LAYER_WEIGHTS
@@ -503,10 +501,8 @@ def list_registered():
     section("layer weights (--layer-weights)", LAYER_WEIGHTS)
     section("label methods (chosen by the batch size unless --known-labels)", LABEL_METHODS)
     section("inits (--init)", INITS)
-    section("generators (--generator)", GENERATORS, 22,
-            lambda e: f"{e.name}:{'PATH' if e.name == 'wgan-gp' else 'DIR'}"
-            if e.name in LOCATED else e.name)
-    section("latent optimizers (--ng_method)", OPTIMIZERS)
+    section("generators (--generator)", GENERATORS, 22, lambda e: written_as(e.name))
+    section("latent optimizers (--ng-method)", OPTIMIZERS)
     nevergrad = [name for name in OPTIMIZERS.names() if name not in
                  OPTIMIZERS.names(include_more=False)]
     click.echo(textwrap.fill(", ".join(nevergrad), width=88,

@@ -18,6 +18,7 @@ name is not one of ggl's own.
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
@@ -176,3 +177,10 @@ class Registry(Mapping[str, T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.what!r}: {', '.join(self.names(include_more=False))})"
+
+
+def registry_at(location: str) -> Registry:
+    """The registry at ``"module:NAME"`` (e.g. ``"ggl.attacks:ATTACKS"``), imported only
+    now: for callers that must start without torch (the command line, sweep parsing)."""
+    module, name = location.split(":")
+    return getattr(importlib.import_module(module), name)

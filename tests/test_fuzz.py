@@ -29,17 +29,9 @@ FUZZ = settings(max_examples=300, deadline=None, database=None,
 SHIPPED = Path(__file__).resolve().parents[1] / "generators" / "weights" / "mnist-wgan-gp"
 
 
-def _is_int(text: str) -> bool:
+def _parses(text: str, kind: type) -> bool:
     try:
-        int(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
+        kind(text)
         return True
     except ValueError:
         return False
@@ -47,8 +39,8 @@ def _is_number(text: str) -> bool:
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1,
                 max_size=12).filter(lambda s: s.strip() == s and not s.startswith("-"))
-not_int = words.filter(lambda s: not _is_int(s))
-not_number = words.filter(lambda s: not _is_number(s))
+not_int = words.filter(lambda s: not _parses(s, int))
+not_number = words.filter(lambda s: not _parses(s, float))
 huge = st.integers(min_value=2 ** 63, max_value=2 ** 80).map(str)
 non_finite = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e400"])
 

@@ -16,26 +16,17 @@ from typing import Any
 from ggl.config import RunConfig, resolve_device
 from ggl.errors import GGLError
 from ggl.options import check_value, option_specs
+from ggl.registry import registry_at
 from ggl.study.yaml_lines import Problem, line_of, plain
 
 #: keys of a ``{name, params, options}`` defense entry
 DEFENSE_ENTRY_KEYS = ("name", "params", "options")
 
 
-def _registry(name: str):
-    """The registry of the RunConfig fields that name one of its entries, else None
-    (imported on first need: the registries pull in torch)."""
-    if name == "attack":
-        from ggl.attacks import ATTACKS as registry
-    elif name == "model":
-        from ggl.models import MODELS as registry
-    elif name == "dataset":
-        from ggl.data import DATASETS as registry
-    elif name == "control":
-        from ggl.controls import CONTROLS as registry
-    else:
-        return None
-    return registry
+#: RunConfig fields whose value names a registry entry -> where that registry lives
+#: (imported on first need: the registries pull in torch)
+_REGISTRIES = {"attack": "ggl.attacks:ATTACKS", "model": "ggl.models:MODELS",
+               "dataset": "ggl.data:DATASETS", "control": "ggl.controls:CONTROLS"}
 
 
 def field_value(name: str, value: Any) -> Any:
@@ -50,9 +41,8 @@ def field_value(name: str, value: Any) -> Any:
         value = check_value(option_specs(RunConfig)[name], plain(value), name)
         if name == "index" and any(i < 0 for i in value):
             raise GGLError(f"index must be >= 0, got {min(value)}")
-        registry = _registry(name)
-        if registry is not None:               # names checked where they are written
-            registry.choose(value)
+        if name in _REGISTRIES:                # names checked where they are written
+            registry_at(_REGISTRIES[name]).choose(value)
         elif name == "device":
             resolve_device(value)
     except GGLError as err:

@@ -206,8 +206,9 @@ def _store_entries(root: Path, skipped: list[str]) -> list[Entry]:
     for record in latest.values():
         run_dir = root / record["run_dir"] if record.get("run_dir") else None
         run = _read_json(run_dir / "run.json") if run_dir is not None else None
-        if run is not None and record_problem(run) is not None:
-            skipped.append(f"{record['run_dir']}/run.json: {record_problem(run)}")
+        problem = None if run is None else record_problem(run)
+        if problem is not None:
+            skipped.append(f"{record['run_dir']}/run.json: {problem}")
             run = None
         done = record.get("status") == "done"
         entries.append(Entry(
