@@ -58,14 +58,13 @@ def save_training_state(path: Path, record: dict, generator: torch.nn.Module,
     atomic_write_json(path.with_suffix(".json"), record)
 
 
-def read_training_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``(record, tensors)`` of a training checkpoint, or one clear error if unreadable."""
+def _read(path: Path, with_tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise GGLError(f"training checkpoint {path} is corrupt or truncated ({err}); "
                        f"it was left untouched: restore it, or train into another --out") from None
@@ -73,6 +72,16 @@ def read_training_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise GGLError(f"{path} is not a ggl train-prior checkpoint (format "
                        f"{metadata.get('format')!r}, expected {FORMAT!r})")
     return json.loads(metadata["record"]), tensors
+
+
+def read_training_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(record, tensors)`` of a training checkpoint, or one clear error if unreadable."""
+    return _read(path, with_tensors=True)
+
+
+def read_training_record(path: Path) -> dict:
+    """A training checkpoint's JSON record only (no tensor is read)."""
+    return _read(path, with_tensors=False)[0]
 
 
 def restore_training_state(tensors: dict[str, torch.Tensor], generator: torch.nn.Module,

@@ -19,8 +19,9 @@ same sequence of batches a run that was never stopped would have seen.
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -29,16 +30,17 @@ import torch.nn.functional as F
 
 from ggl import checks, constants
 from ggl.errors import GGLError
-from ggl.gan_training.checkpoint import (GENERATOR_FILE, read_training_state,
-                                         restore_training_state, save_generator,
-                                         save_training_state)
+from ggl.gan_training.checkpoint import (GENERATOR_FILE, read_training_record,
+                                         read_training_state, restore_training_state,
+                                         save_generator, save_training_state)
 from ggl.gan_training.critic import Critic, gradient_penalty
 from ggl.generators.wgan_gp import RESOLUTIONS, WGANConfig, WGANGenerator
-from ggl.results import remove_stale_temporaries
+from ggl.results import atomic_write_json, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.safetensors"
-#: written into an output folder before anything else: the run that wrote it may start
-#: again there (a kill before its first checkpoint leaves its folder to it)
+#: written into an output folder before anything else, with the run's settings: the run
+#: that wrote it may start again there (a kill during its first checkpoint leaves its
+#: folder to it)
 STARTED = ".train-prior-started"
 #: public splits smaller than this many bytes are kept as one tensor on the device
 IN_MEMORY_BYTES = 2 * 1024 ** 3
@@ -63,6 +65,7 @@ class TrainPriorConfig:
     data_root: str | None = None
     download: bool = False
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0
     samples: int = 64
     seed: int = constants.DEFAULT_SEED
     device: str = "auto"
@@ -74,6 +77,7 @@ class TrainPriorConfig:
                      "latent_dim", "width"):
             checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
         checks.positive("--lr", self.lr)
+        checks.positive("--checkpoint-minutes", self.checkpoint_minutes)
         checks.at_least("--gp-weight", self.gp_weight, 0)
         checks.at_least("--class-weight", self.class_weight, 0)
         checks.seed("--seed", self.seed)
@@ -96,6 +100,36 @@ class TrainPriorConfig:
         record = asdict(self)
         record["betas"] = list(self.betas)
         return record
+
+    @classmethod
+    def resumed(cls, out: str | Path, given: dict) -> "TrainPriorConfig":
+        """The config a ``--resume`` of ``out`` runs with: the settings its run was started
+        with, overridden by the options the user ``given`` now (a changed architecture
+        setting is still refused when the trainer compares them to the checkpoint)."""
+        saved = saved_settings(Path(out))
+        known = {f.name for f in fields(cls)} - set(NOT_RESUMED)
+        settings = {k: v for k, v in saved.items() if k in known}
+        if "betas" in settings:
+            settings["betas"] = tuple(settings["betas"])
+        return cls(**{**settings, **given, "out": str(out)})
+
+
+#: settings a resume takes from the command line, never from the checkpoint
+NOT_RESUMED = ("out", "device")
+
+
+def saved_settings(out: Path) -> dict:
+    """The config a run in ``out`` was started with: from its checkpoint, else from the
+    marker a run killed during its first checkpoint left; ``{}`` when neither holds one."""
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists():
+        return read_training_record(checkpoint)["config"]
+    try:
+        marker = json.loads((out / STARTED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    config = marker.get("config") if isinstance(marker, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
 @dataclass
@@ -222,6 +256,7 @@ class PriorTrainer:
             self.step = saved["step"]
             self.history = TrainingHistory(**saved["history"])
             self.train_seconds = saved.get("train_seconds", 0.0)
+        self.resumed_at = (self.step, self.train_seconds)   # for this run's own speed
 
     # --- one step ---------------------------------------------------------------------------
     def _latents(self, size: int) -> torch.Tensor:
@@ -312,7 +347,9 @@ class PriorTrainer:
         if quality is not None:
             record["quality"] = quality
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / STARTED).touch()        # this folder is ours from the first write on
+        # this folder is ours from the first write on; the marker keeps the settings for
+        # a --resume of a run killed during this first checkpoint
+        atomic_write_json(self.out / STARTED, {"config": self.config.to_dict()})
         # the step's artifacts first, the checkpoint that declares the step done last: a
         # kill in between repeats the step's artifacts on resume, none goes missing
         prior_record = {k: v for k, v in record.items() if k != "history"}
@@ -330,10 +367,13 @@ class PriorTrainer:
               should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Train until ``config.steps`` generator steps; returns False if stopped early.
 
-        Checkpoints every ``checkpoint_every`` steps, at the end, and when ``should_stop()``
-        turns true (the step in progress is finished first, so nothing is lost).
+        Checkpoints every ``checkpoint_every`` steps or ``checkpoint_minutes`` of training,
+        whichever comes first, at the end, and when ``should_stop()`` turns true (the step
+        in progress is finished first, so nothing is lost). Checkpoints draw no random
+        numbers, so when they happen does not change the trained prior.
         """
         cfg = self.config
+        last_saved = time.monotonic()
         while self.step < cfg.steps:
             started = time.perf_counter()
             losses = self.train_step()
@@ -341,16 +381,22 @@ class PriorTrainer:
             if progress is not None:
                 progress(self.step, cfg.steps, losses)
             stopping = should_stop()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stopping:
+            if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stopping
+                    or time.monotonic() - last_saved >= cfg.checkpoint_minutes * 60):
                 self.save_checkpoint()
+                last_saved = time.monotonic()
             if stopping:
                 return False
         if not self.checkpoint_path.exists():  # resumed a finished run: still leave outputs
             self.save_checkpoint()
         return True
 
-    def seconds_per_step(self) -> float:
-        return self.train_seconds / max(self.step, 1)
+    def this_run(self) -> dict:
+        """The steps trained since this trainer started (not since the first run) and
+        their seconds per step."""
+        steps = self.step - self.resumed_at[0]
+        seconds = self.train_seconds - self.resumed_at[1]
+        return {"steps": steps, "seconds_per_step": seconds / steps if steps else None}
 
 
 def train_prior(config: TrainPriorConfig, resume: bool = False, score: bool = True,
@@ -372,5 +418,6 @@ def train_prior(config: TrainPriorConfig, resume: bool = False, score: bool = Tr
                                                     classifier=classifier), **facts}
         record = trainer.save_checkpoint(quality=quality)
     record["finished"] = finished
+    record["this_run"] = trainer.this_run()
     return record
 

@@ -226,7 +226,9 @@ def run(extra, quiet, control, overwrite, **options):
               help="Dataset whose PUBLIC split trains the prior (ggl list).")
 @click.option("--steps", type=int, default=5000, show_default=True, help="Generator steps.")
 @click.option("--out", default="results/prior", show_default=True, help="Output folder.")
-@click.option("--resume", is_flag=True, help="Continue the checkpoint in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue the checkpoint in --out, with the settings it was started with "
+                   "(options given now override them).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resolution", type=int, default=None, help="16, 32 (default), 64 or 128.")
@@ -248,20 +250,28 @@ def run(extra, quiet, control, overwrite, **options):
               help="Decay of a moving average of the generator's weights, e.g. 0.999; the "
                    "average is the saved prior (0 = off, GGL's training).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True,
-              help="Write a checkpoint, sample grid and loss plot every K steps.")
+              help="Write a checkpoint, sample grid and loss plot every K steps...")
+@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True,
+              help="...or after this many minutes of training, whichever comes first.")
 @click.option("--data-root", default=None, help=DATA_ROOT_HELP)
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing.")
 @click.option("--no-score", is_flag=True, help="Skip the classifier quality score at the end.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_prior_command(resume, no_score, quiet, **options):
     """Train a WGAN-GP prior on a dataset's public split (resumable; Ctrl-C checkpoints)."""
+    import shlex
     import signal
 
     from tqdm import tqdm
 
     from ggl.gan_training.trainer import TrainPriorConfig, train_prior
 
-    config = TrainPriorConfig(**options)
+    if resume:
+        given = {name: value for name, value in options.items()
+                 if click.get_current_context().get_parameter_source(name).name != "DEFAULT"}
+        config = TrainPriorConfig.resumed(options["out"], given)
+    else:
+        config = TrainPriorConfig(**options)
     interrupted = {"flag": False}
 
     def on_interrupt(signum, frame):
@@ -294,12 +304,15 @@ def train_prior_command(resume, no_score, quiet, **options):
         signal.signal(signal.SIGINT, previous)
         if state["bar"] is not None:
             state["bar"].close()
-    seconds = record["train_seconds"] / max(record["step"], 1)
-    click.echo(f"{record['step']}/{config.steps} generator steps, {seconds:.3f} s per step "
+    this_run = record["this_run"]
+    speed = (f"{this_run['seconds_per_step']:.3f} s per step" if this_run["steps"]
+             else "nothing left to train")
+    resumed = f", {this_run['steps']} in this run" if this_run["steps"] != record["step"] else ""
+    click.echo(f"{record['step']}/{config.steps} generator steps{resumed}, {speed} "
                f"-> {config.out}/generator.safetensors")
     if not record["finished"]:
-        click.echo(f"stopped early; continue with the same options plus --resume, e.g. "
-                   f"ggl train-prior --resume --out {config.out} --steps {config.steps}")
+        click.echo(f"stopped early; continue with: ggl train-prior --resume --out "
+                   f"{shlex.quote(str(config.out))}")
         raise SystemExit(130)
     if record.get("quality"):
         from ggl.gan_training.quality import quality_lines

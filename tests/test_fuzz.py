@@ -142,6 +142,7 @@ BAD_TRAIN_PRIOR_VALUES = {
     "--n-critic": st.integers(max_value=0).map(str), "--width": st.integers(max_value=0).map(str),
     "--latent-dim": st.integers(max_value=0).map(str),
     "--checkpoint-every": st.integers(max_value=0).map(str),
+    "--checkpoint-minutes": st.one_of(non_finite, st.floats(max_value=0, allow_nan=False).map(repr)),
     "--seed": st.one_of(huge, st.integers(max_value=-1).map(str)),
     "--lr": st.one_of(non_finite, st.floats(max_value=0, allow_nan=False).map(repr)),
     "--gp-weight": st.one_of(non_finite, st.sampled_from(["-1", "-0.5"])),

@@ -1,6 +1,7 @@
 """``ggl train-prior``: WGAN-GP training, checkpoints, resume after a kill, and bad input."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -386,3 +387,64 @@ def test_a_kill_before_the_first_checkpoint_leaves_a_folder_that_starts_again(tm
         (out / "checkpoint.safetensors").unlink()
     (out / ".train-prior-started").unlink()           # now a prior folder of unknown origin
     _user_error(_cli(*_tiny_cli_args(out)), "already holds a prior")
+
+
+def test_resume_as_the_hint_prints_it_takes_the_settings_of_the_checkpoint(tmp_path):
+    """The stopped-early hint is ``ggl train-prior --resume --out DIR``; run as printed, it
+    continues with the dataset, learning rate and step target the run started with (not the
+    defaults), and its speed figure counts only the steps it trained itself."""
+    out = tmp_path / "prior"
+    PriorTrainer(tiny_config(out, steps=2, checkpoint_every=2, lr=3e-4)).train()
+    saved = read_training_state(out / "checkpoint.safetensors")[0]["config"]
+    assert saved["lr"] == 3e-4 and saved["steps"] == 2
+    finished = _cli("--resume", "--out", out, "--no-score", "--quiet", "--device", "cpu")
+    assert finished.exit_code == 0, finished.output
+    assert "2/2 generator steps, 0 in this run, nothing left to train" in finished.output
+
+    result = _cli("--resume", "--out", out, "--steps", 3, "--no-score", "--quiet",
+                  "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "3/3 generator steps, 1 in this run," in result.output
+    record = read_training_state(out / "checkpoint.safetensors")[0]
+    assert record["step"] == 3 and record["config"]["lr"] == 3e-4
+    assert record["config"]["width"] == saved["width"]
+    # an architecture setting given now that the checkpoint disagrees with is still refused
+    _user_error(_cli("--resume", "--out", out, "--width", 12, "--quiet"), "width")
+
+
+def test_stopped_run_prints_a_resume_command_that_works(tmp_path, monkeypatch):
+    from ggl.gan_training import trainer as trainer_module
+
+    out = tmp_path / "my prior"
+    args = _tiny_cli_args(out, **{"--steps": 4, "--checkpoint-every": 100})
+    original = trainer_module.PriorTrainer.train
+    monkeypatch.setattr(trainer_module.PriorTrainer, "train", lambda self, progress, stop:
+                        original(self, progress, lambda: self.step == 1))
+    stopped = _cli(*args)
+    assert stopped.exit_code == 130
+    hint = stopped.output.strip().splitlines()[-1]
+    command = hint.split("continue with: ")[1]
+    assert command == f"ggl train-prior --resume --out '{out}'"
+    monkeypatch.setattr(trainer_module.PriorTrainer, "train", original)
+    resumed = _cli(*shlex.split(command)[2:], "--no-score", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert "4/4 generator steps, 3 in this run," in resumed.output
+
+
+def test_checkpoints_also_come_by_time_without_changing_the_prior(tmp_path, monkeypatch):
+    """``--checkpoint-minutes``: with a clock that jumps a minute per step, every step is
+    checkpointed although ``checkpoint_every`` is 100, and the weights equal a run that
+    checkpointed only at the end (checkpoints draw no random numbers)."""
+    from ggl.gan_training import trainer as trainer_module
+
+    PriorTrainer(tiny_config(tmp_path / "once", steps=3, checkpoint_every=100)).train()
+    clock = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    saved = []
+    timed = PriorTrainer(tiny_config(tmp_path / "timed", steps=3, checkpoint_every=100,
+                                     checkpoint_minutes=1.0))
+    original = timed.save_checkpoint
+    timed.save_checkpoint = lambda **kw: saved.append(timed.step) or original(**kw)
+    timed.train()
+    assert saved == [1, 2, 3]
+    _assert_same_weights(_final_weights(tmp_path / "once"), _final_weights(tmp_path / "timed"))
