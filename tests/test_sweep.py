@@ -353,6 +353,28 @@ def test_two_local_workers_give_the_serial_records(tmp_path, reference):
     _same_records(summary.records, reference.records)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_running_cells_report_their_attack_progress(tmp_path, workers):
+    """What the inner progress bars of ``ggl sweep``/``ggl compare`` show: each running
+    cell's attack iterations, from this process or from worker processes, ending at the
+    attack's own total."""
+    from ggl.study.executors import LocalExecutor, make_task
+    from ggl.study.store import ResultStore
+
+    sweep = parse_sweep(SMALL)
+    store = ResultStore(tmp_path)
+    tasks = [make_task(cell, store) for cell in sweep.cells]
+    records, progress = [], {}
+    LocalExecutor(workers, threads=1).run(
+        tasks, records.append,
+        lambda cell, i, total, loss: progress.setdefault(cell, []).append((i, total)))
+    assert sorted(r["cell_id"] for r in records) == sorted(progress) == \
+        sorted(c.cell_id for c in sweep.cells)
+    for reports in progress.values():
+        assert reports[-1] == (3, 3)               # idlg's budget: 3 L-BFGS steps
+        assert [i for i, _ in reports] == sorted(i for i, _ in reports)
+
+
 def test_ray_gives_the_serial_records(tmp_path, reference):
     try:
         import ray

@@ -18,6 +18,11 @@ a cell gives the same metrics with every executor (tested).
 
 A task (:func:`make_task`) is what a worker needs to run one cell: plain data, picklable
 and JSON-able; :func:`run_cell` turns it into the cell's record (``ggl.study.store``).
+
+The local executor also reports each running cell's inner progress (the attack's
+iterations) through ``on_progress(cell_id, iteration, total, loss)``: directly in this
+process, through a queue from worker processes (at most every ``PROGRESS_EVERY_S``); Ray
+tasks report none.
 """
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ from ggl.study.grid import Cell
 from ggl.study.store import ResultStore, add_run, new_record
 
 EXECUTORS = ("local", "ray")
+#: a worker process sends a running cell's progress at most this often (seconds)
+PROGRESS_EVERY_S = 0.5
+
+#: ``on_progress(cell_id, iteration, total, loss)``
+CellProgress = Callable[[str, int, int, float], None]
 
 
 def make_task(cell: Cell, store: ResultStore, threads: int | None = None) -> dict:
@@ -55,11 +65,12 @@ def failed_record(task: dict, error: str, trace: str | None = None) -> dict:
     return record
 
 
-def run_cell(task: dict) -> dict:
+def run_cell(task: dict, progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Run one cell with ``ggl.api.run(config, write=True)`` and return its record.
 
     Never raises for a failing run: an exception, or a non-finite loss, gives a record with
-    ``status: failed`` and the error. Runs in whichever process the executor chose.
+    ``status: failed`` and the error. Runs in whichever process the executor chose;
+    ``progress(iteration, total, loss)`` follows the attack as ``ggl run``'s bar does.
     """
     import torch
 
@@ -74,7 +85,7 @@ def run_cell(task: dict) -> dict:
         for name in ("index", "defense"):
             config_dict[name] = tuple(config_dict[name])
         # the store owns its run folders: a retried cell replaces its earlier attempt
-        run = api.run(RunConfig(**config_dict), write=True, overwrite=True).record
+        run = api.run(RunConfig(**config_dict), progress, write=True, overwrite=True).record
         add_run(record, run)
         loss = float(run["loss"])
         if math.isfinite(loss):
@@ -98,10 +109,39 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int) -> None:
+_progress_queue = None          # a worker process's queue to the parent (set at its start)
+
+
+def _init_worker(threads: int, progress_queue=None) -> None:
     import torch
 
+    global _progress_queue
     torch.set_num_threads(threads)
+    _progress_queue = progress_queue
+
+
+def _run_cell_in_worker(task: dict) -> dict:
+    """:func:`run_cell` in a worker process, its progress sent to the parent's queue."""
+    queue, last_sent = _progress_queue, [0.0]
+
+    def progress(iteration: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if queue is not None and (now - last_sent[0] >= PROGRESS_EVERY_S or iteration >= total):
+            last_sent[0] = now
+            queue.put((task["cell_id"], iteration, total, float(loss)))
+    return run_cell(task, progress)
+
+
+def _drain(queue, on_progress: CellProgress | None) -> None:
+    import queue as queues
+
+    while True:
+        try:
+            message = queue.get_nowait()
+        except (queues.Empty, OSError, ValueError):
+            return
+        if on_progress is not None:
+            on_progress(*message)
 
 
 class LocalExecutor:
@@ -111,7 +151,8 @@ class LocalExecutor:
         self.workers = workers
         self.threads = threads or max(1, available_cores() // workers)
 
-    def run(self, tasks: Sequence[dict], on_record: Callable[[dict], None]) -> None:
+    def run(self, tasks: Sequence[dict], on_record: Callable[[dict], None],
+            on_progress: CellProgress | None = None) -> None:
         for task in tasks:
             task["threads"] = self.threads
         if self.workers == 1:
@@ -120,33 +161,49 @@ class LocalExecutor:
             previous = torch.get_num_threads()
             try:
                 for task in tasks:
-                    on_record(run_cell(task))
+                    progress = None if on_progress is None else (
+                        lambda i, n, loss, cell_id=task["cell_id"]: on_progress(cell_id, i, n, loss))
+                    on_record(run_cell(task, progress))
             finally:
                 torch.set_num_threads(previous)
             return
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        pool = ProcessPoolExecutor(max_workers=self.workers,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads,))
+        context = multiprocessing.get_context("spawn")
+        progress_queue = context.Queue()
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                   initializer=_init_worker,
+                                   initargs=(self.threads, progress_queue))
         try:
-            futures = {pool.submit(run_cell, task): task for task in tasks}
-            for future in as_completed(futures):
-                try:
-                    record = future.result()
-                except BrokenProcessPool:
-                    raise GGLError("a sweep worker process died (out of memory? killed?); "
-                                   "the cells finished so far are stored: run the same "
-                                   "command again to resume") from None
-                except Exception as err:      # noqa: BLE001 -- e.g. an unpicklable result
-                    record = failed_record(futures[future], f"{type(err).__name__}: {err}")
-                on_record(record)
+            futures = {pool.submit(_run_cell_in_worker, task): task for task in tasks}
+            running = set(futures)
+            while running:
+                finished, running = wait(running, timeout=PROGRESS_EVERY_S,
+                                         return_when=FIRST_COMPLETED)
+                _drain(progress_queue, on_progress)
+                for future in finished:
+                    self._record(future, futures[future], on_record)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            progress_queue.close()
         pool.shutdown(wait=True)
+
+    @staticmethod
+    def _record(future, task: dict, on_record: Callable[[dict], None]) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            record = future.result()
+        except BrokenProcessPool:
+            raise GGLError("a sweep worker process died (out of memory? killed?); the cells "
+                           "finished so far are stored: run the same command again to "
+                           "resume") from None
+        except Exception as err:      # noqa: BLE001 -- e.g. an unpicklable result
+            record = failed_record(task, f"{type(err).__name__}: {err}")
+        on_record(record)
 
 
 class RayExecutor:
@@ -203,7 +260,9 @@ class RayExecutor:
             wanted = 1
         return max(1, min(largest, wanted))
 
-    def run(self, tasks: Sequence[dict], on_record: Callable[[dict], None]) -> None:
+    def run(self, tasks: Sequence[dict], on_record: Callable[[dict], None],
+            on_progress: CellProgress | None = None) -> None:
+        """As :meth:`LocalExecutor.run`; Ray tasks report no inner progress."""
         ray = self._import_ray()
         started = self._start(ray)
         try:

@@ -86,8 +86,19 @@ def run_sweep(config: str | Path | Sweep, out: str | Path, executor: str = "loca
         labels = {c.cell_id: c.label() for c in sweep.cells}
         bar = tqdm(total=len(sweep.cells), initial=summary.skipped, desc=sweep.name,
                    unit="cell", disable=quiet, dynamic_ncols=True)
+        inner: dict = {}            # cell id -> the bar of its attack's iterations
+
+        def on_progress(cell_id: str, iteration: int, total: int, loss: float) -> None:
+            if cell_id not in inner:
+                inner[cell_id] = tqdm(total=total, desc=f"  {labels[cell_id]}", unit="it",
+                                      leave=False, dynamic_ncols=True)
+            cell_bar = inner[cell_id]
+            cell_bar.update(iteration - cell_bar.n)
+            cell_bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
         def on_record(record: dict) -> None:
+            if record["cell_id"] in inner:
+                inner.pop(record["cell_id"]).close()
             previous = existing.get(record["cell_id"])
             record["attempt"] = (previous or {}).get("attempt", 0) + 1
             record["sweep"] = sweep.name
@@ -105,8 +116,11 @@ def run_sweep(config: str | Path | Sweep, out: str | Path, executor: str = "loca
             bar.update(1)
 
         try:
-            runner.run([make_task(cell, store) for cell in pending], on_record)
+            runner.run([make_task(cell, store) for cell in pending], on_record,
+                       None if quiet else on_progress)
         finally:
+            for cell_bar in inner.values():
+                cell_bar.close()
             bar.close()
         summary.records = {c.cell_id: existing[c.cell_id] for c in sweep.cells
                            if c.cell_id in existing}
