@@ -215,8 +215,9 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "8 cells: 8 done, 0 failed" in result.output
-    assert "| noise:0.01 | idlg | yes | 4 | 0 |" in result.output     # 2 images x control
-    assert "| noise:0.01 | ggl | yes | 4 | 0 |" in result.output
+    assert "| noise:0.01 | idlg | - | yes | 4 | 0 |" in result.output     # 2 images x control
+    # the prior GGL searched (`default` for MNIST: the shipped conditional one) is named
+    assert "| noise:0.01 | ggl | mnist-wgan-gp-conditional | yes | 4 | 0 |" in result.output
     assert "control judge (%)" in result.output and "leak PSNR (dB)" in result.output
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert str(out / "report.html") in result.output
@@ -230,7 +231,7 @@ def test_compare_runs_the_grid_and_prints_the_table(tmp_path):
     stem = tmp_path / "elsewhere" / "summary"
     result = runner.invoke(cli, ["report", str(out), "--out", str(stem)])
     assert result.exit_code == 0, result.output
-    assert "| defense | attack | adaptive |" in result.output
+    assert "| defense | attack | prior | adaptive |" in result.output
     assert (tmp_path / "elsewhere" / "summary.html").is_file()
     assert (tmp_path / "elsewhere" / "summary_files").is_dir()
 
@@ -305,3 +306,11 @@ def test_cells_of_one_config_that_drew_from_different_priors_are_told_apart():
     describe(entries)
     assert [line_label(e.line) for e in entries] == [
         "ggl prior=mnist-wgan-gp", "ggl prior=mnist-wgan-gp-conditional"]
+
+
+def test_prior_labels_name_the_generator_a_latent_row_searched():
+    from ggl.study.report.records import prior_label
+
+    assert prior_label("wgan-gp:/a/b/mnist-wgan-gp-conditional") == "mnist-wgan-gp-conditional"
+    assert prior_label("biggan-deep-256:/home/me/bg256") == "biggan-deep-256:bg256"
+    assert prior_label("default") == "default"

@@ -22,7 +22,8 @@ Contents:
 
 * **summary table**: one row per attack x defense x adaptive (x any other setting that
   varies within an attack's cells, e.g. ``budget`` or ``model``), pooling the cells that
-  differ only in the private image (``index``) and ``seed``: number of cells, failed cells,
+  differ only in the private image (``index``) and ``seed``: the prior a latent attack
+  searched (``records.prior_label``; column shown when the store has one), number of cells, failed cells,
   and mean +/- sample standard deviation (n - 1; the mean alone for a single cell) over the
   done cells of PSNR (dB), SSIM, LPIPS, judge accuracy (%), identifiability (%), label
   accuracy (%), the prior's ceiling (dB) and the search gap (latent attacks), attack wall

@@ -131,6 +131,16 @@ def _likelihood(run: dict | None) -> str | None:
     return model.get("likelihood")
 
 
+def prior_label(generator: str) -> str:
+    """The short name of a resolved ``--generator``: ``wgan-gp:.../mnist-wgan-gp`` ->
+    ``mnist-wgan-gp`` (the prior's folder), ``biggan-deep-256:~/bg`` -> ``biggan-deep-256:bg``."""
+    kind, _, path = generator.partition(":")
+    if not path:
+        return kind
+    name = Path(path).name
+    return name if kind == "wgan-gp" else f"{kind}:{name}"
+
+
 def _search(run: dict | None) -> dict | None:
     """A latent attack's resolved search from run.json's ``info``: ``{"plan": "sample:1000,
     CMA:4000", "starts": 4, "prior": "mnist-wgan-gp", "returned": "latent search",
@@ -146,8 +156,7 @@ def _search(run: dict | None) -> dict | None:
     starts = info.get("starts")
     return {"plan": ",".join(stages),
             "starts": starts if isinstance(starts, int) and not isinstance(starts, bool) else None,
-            "prior": Path(str(generator).partition(":")[2] or str(generator)).name
-            if generator else None,
+            "prior": prior_label(str(generator)) if generator else None,
             "returned": str(info.get("returned_stage") or "latent search"),
             "stages": [{"stage": str(r.get("stage")),
                         "evaluations": _finite_or_none(r.get("evaluations")),

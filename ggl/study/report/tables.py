@@ -91,6 +91,13 @@ class Row:
         return [e for e in self.entries if e.status == "done" and e.control != "none"]
 
     @property
+    def priors(self) -> list[str]:
+        """The generators the row's done latent-attack cells searched (``ggl.study.report.
+        records.prior_label``), in first-seen order; empty for pixel attacks."""
+        return ordered(e.search["prior"] for e in self.done
+                       if e.search is not None and e.search.get("prior"))
+
+    @property
     def failed(self) -> int:
         return sum(e.status != "done" for e in self.entries)
 
@@ -134,14 +141,18 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     """The summary table as header + rows of strings (shared by Markdown and HTML)."""
     settings = any(r.line[2] for r in rows)
     controls = any(r.control_done for r in rows)
-    header = ["defense", "attack", "adaptive"] + (["setting"] if settings else []) + \
-             ["cells", "failed"] + [c.header for c in COLUMNS]
+    priors = any(r.priors for r in rows)
+    header = ["defense", "attack"] + (["prior"] if priors else []) + ["adaptive"] + \
+             (["setting"] if settings else []) + ["cells", "failed"] + [c.header for c in COLUMNS]
     if controls:
         header += [c.header for c in CONTROL_COLUMNS + LEAK_COLUMNS]
     body = []
     for row in rows:
         attack, adaptive, setting = row.line
-        cells = [row.defense, attack, "yes" if adaptive else "no"]
+        cells = [row.defense, attack]
+        if priors:
+            cells.append(", ".join(row.priors) or "-")
+        cells.append("yes" if adaptive else "no")
         if settings:
             cells.append(setting_text(setting) or "-")
         cells += [str(len(row.entries)), str(row.failed)]
