@@ -166,7 +166,9 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 @click.option("--overwrite", is_flag=True,
               help="Replace the run already in --out (without it, that is an error).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(extra, quiet, control, overwrite, **options):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run's record (run.json's, with its folder as out) as JSON on stdout (progress and warnings on stderr).")
+def run(extra, quiet, control, overwrite, as_json, **options):
     """Attack one client's shared gradient and score the reconstruction.
 
     With no options: GGL with CMA-ES in the shipped MNIST prior against a LeNet client.
@@ -178,6 +180,7 @@ def run(extra, quiet, control, overwrite, **options):
     from ggl.api import run as run_attack, run_with_control, summary_lines
     from ggl.config import RunConfig
     from ggl.plan import resolve
+    from ggl.results import strict_json
 
     options["index"] = tuple(options["index"])
     options["defense"] = tuple(options["defense"])
@@ -215,6 +218,9 @@ def run(extra, quiet, control, overwrite, **options):
     finally:
         for bar in bars:
             bar.close()
+    if as_json:
+        click.echo(strict_json({"out": str(result.out), **result.record}))
+        return
     for line in summary_lines(result.record):
         click.echo(line)
     click.echo(f"-> {result.out / 'run.json'}")
@@ -371,7 +377,9 @@ def score_prior_command(generator, dataset, samples, seed, device, data_root, as
 @click.option("--threads", type=int, default=None,
               help="torch threads per cell (default: cores // workers, at least 1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep(config, out, executor, workers, address, threads, quiet):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (counts and each cell's record in short) as JSON on stdout (progress and warnings on stderr).")
+def sweep(config, out, executor, workers, address, threads, quiet, as_json):
     """Run every cell of a YAML grid of runs, resumably (see ggl/study/spec.py for the schema).
 
     Each cell is one `ggl run`, recorded in OUT/index.jsonl with its run folder in
@@ -388,6 +396,11 @@ def sweep(config, out, executor, workers, address, threads, quiet):
         click.echo(f"\ninterrupted: finished cells are stored in {out}/{INDEX_FILE}; run the "
                    f"same command again to resume", err=True)
         raise SystemExit(130)
+    if as_json:
+        from ggl.results import strict_json
+
+        click.echo(strict_json(summary.to_dict()))
+        return
     click.echo(summary.line())
 
 
@@ -396,7 +409,9 @@ def sweep(config, out, executor, workers, address, threads, quiet):
 @click.option("--out", "stem", default=None, metavar="FILE_STEM",
               help="Write FILE_STEM.html, FILE_STEM.md and FILE_STEM_files/ "
                    "(default: DIR/report).")
-def report(directory, stem):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report (paths, counts and the table's numbers) as JSON on stdout (progress and warnings on stderr).")
+def report(directory, stem, as_json):
     """Tables, plots and image grids of a sweep store or of `ggl run` folders.
 
     DIR is a `ggl sweep --out` / `ggl compare --out` folder (its index.jsonl), or any folder
@@ -408,6 +423,11 @@ def report(directory, stem):
     written = write_report(directory, stem)
     for problem in written.skipped:
         click.echo(f"warning: skipped a malformed record: {problem}", err=True)
+    if as_json:
+        from ggl.results import strict_json
+
+        click.echo(strict_json(written.to_dict()))
+        return
     click.echo(written.table)
     click.echo(written.line())
 
@@ -448,7 +468,9 @@ def report(directory, stem):
               help="The sweep store (default: results/compare_<time>); the same folder "
                    "resumes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compare(attacks, budgets, out, workers, threads, quiet, **options):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the sweep's summary and the report (its table's numbers) as JSON on stdout (progress and warnings on stderr).")
+def compare(attacks, budgets, out, workers, threads, quiet, as_json, **options):
     """Pixel vs latent: DLG, iDLG, IG and GGL on the same private images.
 
     Runs the attacks under one defense setting as a sweep (OUT/index.jsonl, OUT/runs/),
@@ -468,6 +490,11 @@ def compare(attacks, budgets, out, workers, threads, quiet, **options):
         click.echo(f"\ninterrupted: finished cells are stored in {out}/{INDEX_FILE}; run the "
                    f"same command with --out {out} to resume", err=True)
         raise SystemExit(130)
+    if as_json:
+        from ggl.results import strict_json
+
+        click.echo(strict_json({"sweep": summary.to_dict(), "report": written.to_dict()}))
+        return
     click.echo(summary.line())
     click.echo(written.table)
     click.echo(written.line())

@@ -6,6 +6,7 @@ run killed while writing never leaves a half-written record behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -50,6 +51,20 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def strict_json(obj) -> str:
+    """``obj`` as standard JSON for scripts (``--json``): a non-finite float (a NaN loss)
+    becomes null, which every JSON reader accepts, where Python's ``NaN`` is not JSON."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+    return json.dumps(finite(obj), indent=1, default=str, allow_nan=False)
 
 
 def library_versions() -> dict[str, str]:

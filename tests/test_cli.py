@@ -200,3 +200,53 @@ def test_shell_completion_offers_the_registered_names():
     assert offered("distance", "") == ["l2", "l1", "cosine", "layer-cosine"]
     assert "DiagonalCMA" in offered("ng_method", "Diag")        # nevergrad's, loaded lazily
     assert offered("defense", "co") == ["compression"]
+
+
+def test_json_output_for_scripts(invoke, tmp_path):
+    """``--json`` on run, sweep, compare and report: stdout is one JSON document (strict:
+    no NaN) with the numbers the human output shows; progress goes to stderr."""
+    import json
+
+    run_out = tmp_path / "run"
+    result = invoke("run", "--attack", "idlg", "--budget", "3", "--control", "none",
+                    "--device", "cpu", "--out", str(run_out), "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    stored = json.loads((run_out / "run.json").read_text())
+    assert printed["out"] == str(run_out)
+    assert printed["metrics"] == stored["metrics"] and printed["config"] == stored["config"]
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\nsettings: {model: lenet, device: cpu}\n"
+                          "grid: {attack: [idlg], index: [0, 1]}\n"
+                          "attack_options: {idlg: {budget: 2}}\n")
+    result = invoke("sweep", str(sweep_file), "--out", str(tmp_path / "store"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["total"], summary["done"], summary["failed"]) == (2, 2, 0)
+    assert [c["status"] for c in summary["cells"]] == ["done", "done"]
+    assert all(isinstance(c["metrics"]["psnr"], float) for c in summary["cells"])
+
+    result = invoke("report", str(tmp_path / "store"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (row,) = report["rows"]
+    assert (row["attack"], row["cells"], row["metrics"]["psnr"]["n"]) == ("idlg", 2, 2)
+    psnrs = [c["metrics"]["psnr"] for c in summary["cells"]]
+    assert row["metrics"]["psnr"]["mean"] == pytest.approx(sum(psnrs) / 2)
+
+    result = invoke("compare", "--attack", "idlg", "--budget", "idlg=2", "--control", "none",
+                    "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "cmp"),
+                    "--json")
+    assert result.exit_code == 0, result.output
+    compared = json.loads(result.stdout)
+    assert compared["sweep"]["done"] == 1 and compared["report"]["rows"][0]["attack"] == "idlg"
+
+
+def test_strict_json_turns_non_finite_numbers_into_null():
+    import json
+
+    from ggl.results import strict_json
+
+    assert json.loads(strict_json({"loss": float("nan"), "x": [float("inf"), 1.5]})) == \
+        {"loss": None, "x": [None, 1.5]}

@@ -15,6 +15,7 @@ Example::
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,14 @@ class SweepSummary:
     failed: int
     skipped: int
     records: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """What ``--json`` prints: the counts and each cell's latest record in short."""
+        keep = ("cell_id", "cell", "status", "error", "attempt", "run_dir", "metrics",
+                "loss", "evaluations", "wall_time_s")
+        return {"name": self.name, "store": str(self.store), "total": self.total,
+                "done": self.done, "failed": self.failed, "skipped": self.skipped,
+                "cells": [{k: r.get(k) for k in keep} for r in self.records.values()]}
 
     def line(self) -> str:
         retry = "; run the same command again to retry the failed ones" if self.failed else ""
@@ -111,7 +120,7 @@ def run_sweep(config: str | Path | Sweep, out: str | Path, executor: str = "loca
                 summary.failed += 1
                 if not quiet:
                     bar.write(f"failed: {labels.get(record['cell_id'])} "
-                              f"[{record['cell_id']}]: {record['error']}")
+                              f"[{record['cell_id']}]: {record['error']}", file=sys.stderr)
             bar.set_postfix(done=summary.done, failed=summary.failed, refresh=False)
             bar.update(1)
 

@@ -67,8 +67,8 @@ from ggl.results import atomic_write_bytes
 from ggl.study.report.figures import all_figures
 from ggl.study.report.records import Entry, load_entries
 from ggl.study.report.render import render_html, render_markdown
-from ggl.study.report.tables import markdown_table, replicate_labels, stage_cells, \
-    summary_rows, table_cells
+from ggl.study.report.tables import markdown_table, replicate_labels, row_stats, \
+    stage_cells, summary_rows, table_cells
 
 __all__ = ["REPORT_STEM", "FILES_SUFFIX", "Entry", "Report", "load_entries", "write_report"]
 
@@ -94,6 +94,14 @@ class Report:
     failed: int
     figures: list[str]
     skipped: list[str] = field(default_factory=list)   # malformed records left out
+    rows: list[dict] = field(default_factory=list)     # the table in numbers (row_stats)
+
+    def to_dict(self) -> dict:
+        """What ``--json`` prints: paths, counts, skipped records and the rows' numbers."""
+        return {"name": self.name, "kind": self.kind, "root": str(self.root),
+                "html": str(self.html), "markdown": str(self.markdown),
+                "cells": self.cells, "done": self.done, "failed": self.failed,
+                "skipped_records": self.skipped, "rows": self.rows}
 
     def line(self) -> str:
         skipped = f", {len(self.skipped)} malformed records skipped" if self.skipped else ""
@@ -158,4 +166,4 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Report:
                 stale.unlink(missing_ok=True)
     return Report(root, name, kind, html_path, md_path, files,
                   table, len(entries), len(entries) - len(failed), len(failed),
-                  [f.name for f in figures], skipped)
+                  [f.name for f in figures], skipped, row_stats(rows))

@@ -166,6 +166,34 @@ def table_cells(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _stats(values: Sequence[float | None], scale: float = 1.0) -> dict:
+    present = [v * scale for v in values if v is not None]
+    return {"mean": statistics.fmean(present) if present else None,
+            "std": statistics.stdev(present) if len(present) > 1 else None,
+            "n": len(present), "of": len(values)}
+
+
+def row_stats(rows: Sequence[Row]) -> list[dict]:
+    """The summary table as numbers for scripts (``--json``): per row its defense, attack,
+    priors, adaptive, setting, cell counts and, per column key, ``{mean, std, n, of}`` (n of
+    the ``of`` done cells have a value; percentages as in the table) for the attack, its
+    control and the leak over the control."""
+    result = []
+    for row in rows:
+        attack, adaptive, setting = row.line
+        stats = {"defense": row.defense, "attack": attack, "priors": row.priors,
+                 "adaptive": bool(adaptive), "setting": {k: v for k, v in setting},
+                 "cells": len(row.entries), "failed": row.failed,
+                 "metrics": {c.key: _stats([e.values.get(c.key) for e in row.done], c.scale)
+                             for c in COLUMNS}}
+        if row.control_done:
+            stats["control"] = {c.key: _stats([e.values.get(c.key) for e in row.control_done],
+                                              c.scale) for c in CONTROL_COLUMNS}
+            stats["leak"] = {c.key: _stats(row.leaks(c.key), c.scale) for c in LEAK_COLUMNS}
+        result.append(stats)
+    return result
+
+
 #: what the search-stages table's "returned" column means
 STAGES_NOTE = ("The stages of each latent search as run.json records them; returned: the stage "
                "whose images the attack returned (the lowest gradient loss, or with holdout "
