@@ -11,6 +11,7 @@ import io
 import re
 import shutil
 import statistics
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -314,3 +315,24 @@ def test_prior_labels_name_the_generator_a_latent_row_searched():
     assert prior_label("wgan-gp:/a/b/mnist-wgan-gp-conditional") == "mnist-wgan-gp-conditional"
     assert prior_label("biggan-deep-256:/home/me/bg256") == "biggan-deep-256:bg256"
     assert prior_label("default") == "default"
+
+
+def test_the_page_fits_a_narrow_and_a_wide_window_in_a_real_browser(store, tmp_path):
+    """Headless Chromium at 600 and 1400 px: every table fits its box or scrolls inside it
+    (none cut off), the page itself never scrolls sideways, every figure fits. Needs a
+    browser, which CI does not have: the measured numbers are in experiments/README.md."""
+    pytest.importorskip("playwright", reason="needs playwright (pip install playwright) "
+                                             "and Chromium (apt-get install chromium)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
+    import report_screenshots
+
+    if report_screenshots.chromium_path() is None:
+        pytest.skip("needs Chromium (apt-get install chromium)")
+    _, report = store
+    results = report_screenshots.measure(report.html, tmp_path)
+    for width, facts in results.items():
+        assert facts["viewport_meta"] and not facts["page_scrolls_sideways"], width
+        assert facts["tables"] and all(t["reachable"] for t in facts["tables"]), width
+        assert all(i["fits"] for i in facts["images"]), width
+        assert (tmp_path / f"report-{width}px.png").stat().st_size > 10_000
+    assert any(not t["fits"] and t["box_scrolls"] for t in results["600"]["tables"])

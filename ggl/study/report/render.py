@@ -83,10 +83,11 @@ def render_markdown(name: str, kind: str, root: Path, entries: Sequence[Entry], 
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; }
+       max-width: 1800px; padding: 0 1em; color: #222; }
+p, ul, h1, h2, h3, figcaption, .note { max-width: 1100px; }
 .scroll { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.8em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.4em; text-align: right; }
 th { background: #f0f0f0; }
 td.text, th.text { text-align: left; }
 tr.failed td { color: #a00; }
