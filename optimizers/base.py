@@ -108,6 +108,10 @@ class LatentOptimizer:
                            f"{self.name} ({least} evaluations); give --budget >= {least} or "
                            f"a smaller --population")
 
+    def check_usable(self, budget: int) -> None:
+        """Raise one clear GGLError, before any work, if the method cannot run a search of
+        ``budget`` evaluations as configured (a missing package, a population it refuses)."""
+
     def minimize(self, objective: Objective, init: torch.Tensor, budget: int,
                  progress: SearchProgress | None = None) -> SearchResult:
         """Minimize ``objective`` from ``init (d,)`` within ``budget`` evaluations."""

@@ -188,3 +188,56 @@ def test_compare_takes_the_data_root_and_generator_of_ggl_run(tmp_path):
                for c in plain.cells)
     _one_error(_invoke("compare", "--attack", "ggl", "--generator", "stylegan:x", "--out",
                        str(tmp_path / "c")), "unknown --generator 'stylegan:x'")
+
+
+def test_every_nevergrad_method_runs_or_says_in_one_line_why_not():
+    """All of nevergrad's ~540 names, at ggl's population (50) and at 1: the check that runs
+    before any work either passes or raises one GGLError (a package to install, a method
+    that takes one candidate at a time), and prints nothing of nevergrad's own."""
+    import contextlib
+    import io
+
+    from ggl.errors import GGLError
+    from ggl.optimizers.nevergrad_search import NevergradSearch, registry
+
+    refused = {}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for population in (50, 1):
+            for name in registry():
+                try:
+                    NevergradSearch(name, population=population).check_usable(100)
+                except GGLError as err:
+                    refused[name, population] = str(err)
+    assert printed.getvalue() == ""
+    assert all("\n" not in message and message.startswith(f"--ng_method {name} ")
+               for (name, _), message in refused.items())
+    assert ("CMA", 50) not in refused and ("TwoPointsDE", 50) not in refused
+    assert "give --population 1" in refused["SMAC3", 50]
+
+
+@pytest.mark.parametrize("method, population, expected", [
+    ("SMAC3", "50", ["--ng_method SMAC3 asks for one candidate at a time", "--population 1"]),
+    ("BayesOptimBO", "50", ["needs the package 'bayes_optim'", "pip install bayes-optim"]),
+    ("PymooNSGA2", "1", ["needs the package 'pymoo'"]),
+])
+def test_nevergrad_methods_that_cannot_run_fail_before_any_work(tmp_path, method, population,
+                                                                expected):
+    """In a real process (nevergrad's failing wrappers also print from ``__del__`` and warn
+    on stderr): exit 2 and the one Error line only."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    package = {"BayesOptimBO": "bayes_optim", "PymooNSGA2": "pymoo"}.get(method)
+    if package and importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    result = subprocess.run(
+        [sys.executable, "-m", "ggl", "run", "--ng-method", method, "--population", population,
+         "--budget", "50", "--control", "none", "--quiet", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: "), output
+    assert all(text in output for text in expected), output
+    assert not (tmp_path / "o").exists()

@@ -199,6 +199,7 @@ class GGL(Attack):
                 if self._one_method and o.starts == 1:
                     optimizer.check_budget(o.budget)        # GGL as published: its message
                 least = optimizer.minimum_budget() * o.starts
+                optimizer.check_usable(max(stage.budget // o.starts, 1))
                 if stage.budget < least:
                     raise GGLError(
                         f"--budget / --stages: {stage} is too small: {o.starts} search(es) "
