@@ -70,7 +70,9 @@ def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
-                        defenses=defenses, seed=config.seed)
+                        defenses=defenses, seed=config.seed,
+                        local_training=config.local_training()
+                        if config.protocol == "fedavg" else None)
     return scenario, data
 
 

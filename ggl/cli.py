@@ -117,6 +117,21 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", default=None, help="Output folder (default: results/<attack>_..._<time>).")
 @click.option("--known-labels", is_flag=True, help="The server knows the labels.")
+@click.option("--protocol", type=click.Choice(["fedsgd", "fedavg"]), default="fedsgd",
+              show_default=True,
+              help="fedsgd: the client shares one gradient of its --batch-size images; "
+                   "fedavg: it trains locally (--local-*) and shares its weight update "
+                   "w0 - wE, which FedSGD attacks read as update / lr.")
+@click.option("--local-epochs", type=int, default=1, show_default=True,
+              help="FedAvg: local epochs E over the client's --batch-size images.")
+@click.option("--local-batch-size", type=int, default=None,
+              help="FedAvg: images per local SGD step (default: all, one step per epoch).")
+@click.option("--local-lr", type=float, default=0.1, show_default=True,
+              help="FedAvg: the client's SGD learning rate.")
+@click.option("--local-momentum", type=float, default=0.0, show_default=True,
+              help="FedAvg: SGD momentum.")
+@click.option("--local-weight-decay", type=float, default=0.0, show_default=True,
+              help="FedAvg: SGD weight decay.")
 @click.option("--defense", shell_complete=_names("ggl.defenses:DEFENSES"),
               multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
               help="Client-side defense, repeatable (a chain, in order): noise, laplace, "

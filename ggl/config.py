@@ -24,7 +24,13 @@ class RunConfig:
     configure the adversary; ``extra`` passes attack-specific options (e.g. ``signed``).
     ``control`` (``ggl.controls.CONTROLS``) replaces the shared update by a control's
     (``random-gradient``: noise), to measure what the attack reports without a leak.
+    ``protocol``: ``fedsgd`` (one gradient of the batch) or ``fedavg`` (the client trains
+    ``local_epochs`` epochs of SGD over mini-batches of ``local_batch_size`` images, all of
+    them when None, and shares its weight update; ``ggl.local_training``).
     """
+
+    #: the protocols a client may follow
+    PROTOCOLS = ("fedsgd", "fedavg")
 
     attack: str = "ggl"
     model: str = "lenet"
@@ -55,6 +61,12 @@ class RunConfig:
     adaptive: bool = False
     defense_known: bool = True
     control: str = "none"
+    protocol: str = "fedsgd"
+    local_epochs: int = 1
+    local_batch_size: int | None = None
+    local_lr: float = 0.1
+    local_momentum: float = 0.0
+    local_weight_decay: float = 0.0
     lpips_weights: str | None = None
     out: str | None = None
 
@@ -66,6 +78,14 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def local_training(self):
+        """The client's ``ggl.local_training.LocalTraining`` (FedAvg), unchecked."""
+        from ggl.local_training import LocalTraining
+
+        return LocalTraining(epochs=self.local_epochs, batch_size=self.local_batch_size,
+                             lr=self.local_lr, momentum=self.local_momentum,
+                             weight_decay=self.local_weight_decay)
 
 
 def resolve_device(name: str) -> "torch.device":

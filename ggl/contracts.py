@@ -21,6 +21,22 @@ Gradients = list[torch.Tensor]
 
 
 @dataclass(frozen=True)
+class WeightUpdate:
+    """What the server sees of a FedAvg client beyond FedSGD's gradient.
+
+    Attributes:
+        update: the shared (possibly defended) ``w0 - wE``, one tensor per parameter.
+        training: the client's local hyperparameters as the server knows them (a
+            ``ggl.local_training.LocalTraining``: epochs, batch size, lr, ...).
+        images: N, the number of images the client trained on.
+    """
+
+    update: tuple[torch.Tensor, ...]
+    training: object
+    images: int
+
+
+@dataclass(frozen=True)
 class Observation:
     """What the server sees of one client's round of FedSGD.
 
@@ -41,6 +57,11 @@ class Observation:
             of the domain (GGL's threat model), disjoint from every client's private data.
         domain: the name of the data domain (a dataset name such as ``"mnist"``), which
             the server knows; GGL picks its default generative prior by it.
+        weight_update: with ``--protocol fedavg``, the client's shared weight update and
+            what the server knows of its local training; ``gradient`` then holds the
+            update divided by the local lr, the gradient a FedSGD attack reads from it
+            (the sum of the local steps' gradients: exactly the batch's gradient when E = 1
+            and B = N). ``None`` for FedSGD.
     """
 
     model: nn.Module
@@ -54,6 +75,7 @@ class Observation:
     defenses: tuple = ()
     public_images: torch.Tensor | None = None
     domain: str | None = None
+    weight_update: WeightUpdate | None = None
 
     @property
     def device(self) -> torch.device:
@@ -70,13 +92,15 @@ class Observation:
 class Secret:
     """The client's private data: ``images (B, C, H, W)`` normalized, ``labels (B,)``, and
     the dropout masks its forward pass drew (one ``(B, *activation)`` 0/1 tensor per dropout
-    layer of the model, in ``ggl.dropout.dropout_layers`` order; empty without dropout):
-    kept for oracle baselines and tests, never shown to an attack."""
+    layer of the model, in ``ggl.dropout.dropout_layers`` order; empty without dropout) and,
+    under FedAvg, the shuffled order of its local steps: kept for oracle baselines and
+    tests, never shown to an attack."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: tuple[int, ...]
     dropout_masks: tuple[torch.Tensor, ...] = ()
+    batch_order: tuple[tuple[int, ...], ...] = ()   # FedAvg: each local step's images
 
 
 class Defense(Protocol):

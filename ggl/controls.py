@@ -54,7 +54,12 @@ def random_gradient(observation: Observation, seed: int) -> tuple[Observation, d
              else "inferred from the real shared gradient",
              "gradient": "Gaussian noise per layer at the received layer's L2 norm, with its "
                          "number of zero entries at random positions"}
-    control = dataclasses.replace(observation, gradient=tuple(noise), labels=labels.clone())
+    weight_update = observation.weight_update
+    if weight_update is not None:       # FedAvg: the update the noise stands for, rescaled
+        lr = weight_update.training.lr
+        weight_update = dataclasses.replace(weight_update, update=tuple(n * lr for n in noise))
+    control = dataclasses.replace(observation, gradient=tuple(noise), labels=labels.clone(),
+                                  weight_update=weight_update)
     return control, facts
 
 

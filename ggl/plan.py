@@ -49,6 +49,28 @@ class RunPlan:
         return [defense.describe() for defense in self.defenses]
 
 
+def _check_protocol(config: RunConfig) -> None:
+    if config.protocol not in RunConfig.PROTOCOLS:
+        raise GGLError(f"--protocol must be one of {', '.join(RunConfig.PROTOCOLS)}, got "
+                       f"{config.protocol!r}")
+    if config.protocol == "fedavg":
+        config.local_training().check()
+        if config.adaptive:         # the defense's parameters are in update units
+            raise GGLError("--adaptive with --protocol fedavg is not supported yet: the "
+                           "attacker's defense models are written for one gradient")
+        return
+    given = [f"--{name.replace('_', '-')}" for name in LOCAL_FIELDS
+             if getattr(config, name) != getattr(RunConfig, name)]
+    if given:
+        raise GGLError(f"{', '.join(given)}: local training is what a FedAvg client does; "
+                       f"add --protocol fedavg (a FedSGD client shares one gradient)")
+
+
+#: RunConfig fields of a FedAvg client's local training
+LOCAL_FIELDS = ("local_epochs", "local_batch_size", "local_lr", "local_momentum",
+                "local_weight_decay")
+
+
 def resolve(config: RunConfig) -> RunPlan:
     """Check ``config`` and build its parts once (see the module docstring).
 
@@ -71,13 +93,20 @@ def resolve(config: RunConfig) -> RunPlan:
     if len(set(config.index)) != len(config.index):
         raise GGLError(f"--index {' --index '.join(map(str, config.index))} names an image "
                        f"twice: a client's batch holds distinct images")
+    _check_protocol(config)
     checks.finite("--d_param", config.d_param)
     check_rate(config.dropout)
     device = resolve_device(config.device)
     defenses = tuple(parse_defenses(config.defense, config.d_param))
+    if attack_class.needs_dropout and config.protocol == "fedavg":
+        raise GGLError(f"--attack {config.attack} models the dropout masks of one FedSGD "
+                       f"gradient: use it with --protocol fedsgd")
     if attack_class.needs_dropout and config.dropout == 0:
         raise GGLError(f"--attack {config.attack} models the victim's dropout masks: give "
                        f"the victim dropout, e.g. --dropout 0.25 (ggl list)")
+    if attack_class.needs_protocol not in (None, config.protocol):
+        raise GGLError(f"--attack {config.attack} inverts a {attack_class.needs_protocol} "
+                       f"update: add --protocol {attack_class.needs_protocol}")
     needed = attack_class.needs_defense
     if needed is not None and needed not in (d.name for d in defenses):
         raise GGLError(f"--attack {config.attack} attacks the {needed} defense: add "

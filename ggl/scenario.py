@@ -16,11 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ggl.contracts import Defense, Observation, Secret
+from ggl.contracts import Defense, Observation, Secret, WeightUpdate
 from ggl.dropout import recorded_masks, set_dropout
 from ggl.errors import GGLError
+from ggl.local_training import LocalTraining, simulate_update
 
 DEFENSE_SEED_OFFSET = 1_000_003
+#: the client's shuffling of its local batches draws from a stream of its own (secret)
+SHUFFLE_SEED_OFFSET = 2_000_003
 
 
 def client_gradient(model: nn.Module, images: torch.Tensor,
@@ -76,13 +79,16 @@ class Scenario:
         public_images: ``(N, C, H, W)`` public images the server holds (optional).
         domain: the dataset name, known to the server (picks GGL's default prior).
         seed: seeds the defenses' random draws (noise, masks), on a stream of its own.
+        local_training: FedAvg: the client trains locally and shares ``w0 - wE`` (the
+            server knows these hyperparameters); ``None``: FedSGD, one gradient.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  num_classes: int, mean: Sequence[float], std: Sequence[float],
                  indices: Sequence[int] = (), defenses: Sequence[Defense] = (),
                  known_labels: bool = False, public_images: torch.Tensor | None = None,
-                 domain: str | None = None, seed: int = 0):
+                 domain: str | None = None, seed: int = 0,
+                 local_training: LocalTraining | None = None):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -92,6 +98,7 @@ class Scenario:
         self.public_images = public_images
         self.domain = domain
         self.seed = seed
+        self.local_training = local_training
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
@@ -99,17 +106,29 @@ class Scenario:
         # server's copy has them off: attacks that model the masks supply their own
         server_model = set_dropout(copy.deepcopy(self.model), False)
         client_model = set_dropout(copy.deepcopy(self.model), True)  # train-mode BN may
-        gradient: Sequence[torch.Tensor] = client_gradient(         # update its buffers
-            client_model, self.images, self.labels)
+        order: list[list[int]] = []                                  # update its buffers
+        if self.local_training is None:
+            gradient: Sequence[torch.Tensor] = client_gradient(client_model, self.images,
+                                                               self.labels)
+        else:
+            order = self.local_training.batch_order(
+                len(self.labels), torch.Generator().manual_seed(self.seed + SHUFFLE_SEED_OFFSET))
+            gradient = simulate_update(client_model, self.images, self.labels,
+                                       self.local_training, order)
         masks = recorded_masks(client_model)            # () without dropout layers
         context = {"model": client_model, "images": self.images, "labels": self.labels,
                    # the attack seeds torch.Generator(seed): keep the defense's draws apart
                    "generator": torch.Generator().manual_seed(self.seed + DEFENSE_SEED_OFFSET)}
         for defense in self.defenses:
             gradient = defense.apply(gradient, context)
+        shared = tuple(g.detach().clone() for g in gradient)
+        weight_update = None
+        if self.local_training is not None:     # what a FedSGD attack reads from an update
+            weight_update = WeightUpdate(shared, self.local_training, len(self.labels))
+            shared = tuple(u / self.local_training.lr for u in shared)
         observation = Observation(
             model=server_model,
-            gradient=tuple(g.detach().clone() for g in gradient),
+            gradient=shared,
             batch_size=len(self.labels),
             image_shape=tuple(self.images.shape[1:]),
             num_classes=self.num_classes,
@@ -118,7 +137,8 @@ class Scenario:
             defenses=tuple(self.defenses),
             public_images=self.public_images,
             domain=self.domain,
+            weight_update=weight_update,
         )
         secret = Secret(self.images.clone(), self.labels.clone(), self.indices,
-                        tuple(m.clone() for m in masks))
+                        tuple(m.clone() for m in masks), tuple(map(tuple, order)))
         return observation, secret

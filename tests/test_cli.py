@@ -196,7 +196,7 @@ def test_shell_completion_offers_the_registered_names():
         param = next(p for p in run.params if p.name == name)
         return [item.value for item in param.shell_complete(ctx, incomplete)]
 
-    assert offered("attack", "i") == ["idlg", "ig", "ig-adam"]
+    assert offered("attack", "i") == ["idlg", "ig", "ig-adam", "ig-multi"]
     assert offered("distance", "") == ["l2", "l1", "cosine", "layer-cosine"]
     assert "DiagonalCMA" in offered("ng_method", "Diag")        # nevergrad's, loaded lazily
     assert offered("defense", "co") == ["compression"]

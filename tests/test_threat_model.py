@@ -11,7 +11,7 @@ from ggl.contracts import Observation, Secret
 from ggl.scenario import Scenario, client_gradient
 
 DOCUMENTED_FIELDS = {"model", "gradient", "batch_size", "image_shape", "num_classes", "mean",
-                     "std", "labels", "defenses", "public_images", "domain"}
+                     "std", "labels", "defenses", "public_images", "domain", "weight_update"}
 
 
 def _reachable_tensors(obj, seen=None):
@@ -73,12 +73,14 @@ def test_attack_ignores_secret_overwritten_with_nan(lenet, mnist, attack, option
 
 
 # --------------------------------------------------------------------------- (b) no shared storage
+@pytest.mark.parametrize("protocol", ["fedsgd", "fedavg"])
 @pytest.mark.parametrize("known_labels", [False, True])
 @pytest.mark.parametrize("model,mode", [("lenet", "eval"), ("convnet", "train")])
-def test_observation_shares_no_storage_with_the_secret(model, mode, known_labels):
+def test_observation_shares_no_storage_with_the_secret(model, mode, known_labels, protocol):
+    local = {"local_epochs": 2, "local_batch_size": 1} if protocol == "fedavg" else {}
     config = RunConfig(attack="idlg", model=model, model_mode=mode, width=8 if model ==
                        "convnet" else None, index=(3,), batch_size=2, device="cpu",
-                       known_labels=known_labels)
+                       known_labels=known_labels, protocol=protocol, **local)
     scenario, data = prepare(config)
     observation, secret = scenario.observe()
     private_storages = {_storage(secret.images), _storage(secret.labels),
@@ -87,7 +89,9 @@ def test_observation_shares_no_storage_with_the_secret(model, mode, known_labels
     tensors = list(_reachable_tensors(observation))
     # gradient, public images and every parameter/buffer of the model were walked
     model_tensors = list(observation.model.parameters()) + list(observation.model.buffers())
-    assert len(tensors) >= len(observation.gradient) + 1 + len(model_tensors) + known_labels
+    shared_update = len(observation.gradient) if protocol == "fedavg" else 0
+    assert len(tensors) >= len(observation.gradient) + 1 + len(model_tensors) + \
+        known_labels + shared_update
     assert observation.public_images is not None
     for tensor in tensors:
         assert _storage(tensor) not in private_storages

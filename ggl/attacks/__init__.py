@@ -4,12 +4,13 @@ from ggl.attacks.base import Attack, Reconstruction
 from ggl.attacks.dia import DropoutInversion, OracleIG
 from ggl.attacks.latent import GGL
 from ggl.attacks.pixel import DLG, IDLG, IGAdam, InvertingGradients
+from ggl.attacks.weight_update import IGMulti
 from ggl.registry import Registry
 
 #: name -> Attack subclass
 ATTACKS: Registry[type[Attack]] = Registry("attack")
-for _cls in (DLG, IDLG, InvertingGradients, IGAdam, GGL, PrecodeAnalytic, DropoutInversion,
-             OracleIG):
+for _cls in (DLG, IDLG, InvertingGradients, IGAdam, IGMulti, GGL, PrecodeAnalytic,
+             DropoutInversion, OracleIG):
     ATTACKS.add(_cls.name, _cls, _cls.summary)
 
 __all__ = ["ATTACKS", "Attack", "Reconstruction"]

@@ -64,6 +64,8 @@ class Attack:
     needs_dropout: ClassVar[bool] = False
     #: the name of the defense the attack breaks (the run must apply it), if any
     needs_defense: ClassVar[str | None] = None
+    #: the protocol whose update the attack inverts (``fedavg``), if only one
+    needs_protocol: ClassVar[str | None] = None
 
     def __init__(self, seed: int = 0, adaptive: bool = False, defense_known: bool = True,
                  **overrides):

@@ -1,0 +1,116 @@
+"""A FedAvg client's local training, as a differentiable function of its data.
+
+The client holds N private images, starts from the global weights ``w0`` and runs E local
+epochs of SGD (learning rate, momentum, weight decay as ``torch.optim.SGD`` defines them)
+over mini-batches of B images, reshuffled every epoch by a seeded generator; it shares its
+weight update ``w0 - wE`` (or the new weights ``wE``). FedSGD is the special case E = 1,
+B = N: then ``(w0 - wE) / lr`` is exactly the batch's gradient.
+
+:func:`simulate_update` is the one implementation of those steps, used twice: by the client
+(``create_graph=False``) and by attacks that invert multi-step updates (``create_graph=True``
+through ``torch.func.functional_call``, so candidate images receive gradients through every
+local step). Tensors are in ``model.parameters()`` order, like every ``Gradients`` in ggl.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ggl import checks
+
+#: what a client shares after local training
+SHARES = ("delta", "weights")
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """The client's local hyperparameters (``--local-*``).
+
+    Attributes:
+        epochs: E, passes over the client's N images.
+        batch_size: B, images per local step (None: all N, one step per epoch).
+        lr: SGD learning rate.
+        momentum, weight_decay: as ``torch.optim.SGD``'s (0: plain SGD).
+        shuffle: reshuffle the images every epoch (seeded); False: in order.
+    """
+
+    epochs: int = 1
+    batch_size: int | None = None
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    shuffle: bool = True
+
+    def check(self) -> "LocalTraining":
+        checks.at_least("--local-epochs", self.epochs, 1)
+        if self.batch_size is not None:
+            checks.at_least("--local-batch-size", self.batch_size, 1)
+        checks.positive("--local-lr", self.lr)
+        checks.at_least("--local-momentum", self.momentum, 0)
+        checks.at_least("--local-weight-decay", self.weight_decay, 0)
+        return self
+
+    def steps(self, images: int) -> int:
+        """Local SGD steps over ``images`` images: E x ceil(N / B)."""
+        size = self.batch_size or images
+        return self.epochs * -(-images // size)
+
+    def batch_order(self, images: int, generator: torch.Generator) -> list[list[int]]:
+        """Per local step, the indices of its mini-batch (the last one of an epoch may be
+        smaller), epoch after epoch; drawn from ``generator`` when ``shuffle``."""
+        size = self.batch_size or images
+        order = []
+        for _ in range(self.epochs):
+            epoch = (torch.randperm(images, generator=generator).tolist() if self.shuffle
+                     else list(range(images)))
+            order += [epoch[i:i + size] for i in range(0, images, size)]
+        return order
+
+
+def simulate_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    training: LocalTraining, order: Sequence[Sequence[int]],
+                    create_graph: bool = False) -> list[torch.Tensor]:
+    """The weight update ``w0 - wE`` of local SGD from ``model``'s current weights.
+
+    Args:
+        model: the global model (its parameters are ``w0``; not modified). Buffers (e.g.
+            BatchNorm statistics) are read, never updated.
+        images: ``(N, C, H, W)``; labels: ``(N,)`` class indices, or ``(N, K)`` soft labels
+            (probabilities) for attacks that optimize them.
+        training: the local hyperparameters.
+        order: per step, the indices of its mini-batch (``LocalTraining.batch_order``).
+        create_graph: keep the graph through every step (attacks differentiate the update
+            with respect to ``images``/``labels``).
+
+    Returns:
+        One tensor per parameter of ``model.parameters()``: ``w0 - wE``.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    start = [p.detach() for p in model.parameters()]
+    weights = [p.clone().requires_grad_(True) for p in start]
+    buffers = dict(model.named_buffers())
+    velocity: list[torch.Tensor] | None = None
+    for batch in order:
+        index = torch.as_tensor(list(batch), device=images.device)
+        outputs = functional_call(model, {**dict(zip(names, weights)), **buffers},
+                                  (images[index],))
+        target = labels[index]
+        loss = (F.cross_entropy(outputs, target) if target.dim() == 1 else
+                torch.mean(torch.sum(-target * F.log_softmax(outputs, dim=-1), dim=-1)))
+        grads = torch.autograd.grad(loss, weights, create_graph=create_graph)
+        steps = [g + training.weight_decay * w if training.weight_decay else g
+                 for g, w in zip(grads, weights)]
+        if training.momentum:
+            velocity = steps if velocity is None else \
+                [training.momentum * v + s for v, s in zip(velocity, steps)]
+            steps = velocity
+        weights = [w - training.lr * s for w, s in zip(weights, steps)]
+        if not create_graph:
+            weights = [w.detach().requires_grad_(True) for w in weights]
+            velocity = None if velocity is None else [v.detach() for v in velocity]
+    return [w0 - w if create_graph else (w0 - w).detach() for w0, w in zip(start, weights)]

@@ -1,0 +1,176 @@
+"""FedAvg local training: the simulated client equals torch's own SGD, FedSGD is its special
+case, and the simulation is differentiable with respect to the images."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ggl.errors import GGLError
+from ggl.local_training import LocalTraining, simulate_update
+from ggl.models import build_victim
+from ggl.scenario import client_gradient
+
+
+@pytest.fixture(scope="module")
+def batch(mnist):
+    images, labels = mnist.private_batch(list(range(5)))
+    model = build_victim("lenet", 1, 32, 10, seed=0)
+    return model, images, labels
+
+
+def test_simulation_equals_torch_sgd(batch):
+    """E = 2 epochs, B = 2 (steps of 2, 2, 1 images), momentum and weight decay: the same
+    weights as torch.optim.SGD stepping a copy of the model over the same batches."""
+    model, images, labels = batch
+    training = LocalTraining(epochs=2, batch_size=2, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    order = training.batch_order(len(labels), torch.Generator().manual_seed(3))
+    assert len(order) == training.steps(5) == 6 and sorted(sum(order[:3], [])) == list(range(5))
+    update = simulate_update(model, images, labels, training, order)
+
+    trained = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    for step in order:
+        optimizer.zero_grad()
+        F.cross_entropy(trained(images[step]), labels[step]).backward()
+        optimizer.step()
+    for delta, before, after in zip(update, model.parameters(), trained.parameters()):
+        assert torch.allclose(delta, before.detach() - after.detach(), atol=1e-6)
+    assert any(delta.abs().max() > 1e-4 for delta in update)
+
+
+def test_fedsgd_is_the_special_case(batch):
+    """E = 1 and B = N: the update over the learning rate is the batch's gradient."""
+    model, images, labels = batch
+    training = LocalTraining(epochs=1, batch_size=None, lr=0.1)
+    order = training.batch_order(5, torch.Generator().manual_seed(0))
+    update = simulate_update(model, images, labels, training, order)
+    for delta, gradient in zip(update, client_gradient(model, images, labels)):
+        assert torch.allclose(delta / 0.1, gradient, atol=1e-5)
+
+
+def test_the_update_is_differentiable_in_the_images(batch):
+    model, images, labels = batch
+    training = LocalTraining(epochs=2, batch_size=3, lr=0.1)
+    order = training.batch_order(5, torch.Generator().manual_seed(0))
+    candidate = torch.zeros_like(images, requires_grad=True)
+    update = simulate_update(model, candidate, labels, training, order, create_graph=True)
+    target = simulate_update(model, images, labels, training, order)
+    loss = sum(((u - t) ** 2).sum() for u, t in zip(update, target))
+    (grad,) = torch.autograd.grad(loss, candidate)
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+
+
+def test_soft_labels_equal_hard_ones_when_one_hot(batch):
+    model, images, labels = batch
+    training = LocalTraining(epochs=1, batch_size=2, lr=0.1, shuffle=False)
+    order = training.batch_order(5, torch.Generator())
+    assert order == [[0, 1], [2, 3], [4]]
+    hard = simulate_update(model, images, labels, training, order)
+    soft = simulate_update(model, images, F.one_hot(labels, 10).float(), training, order)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(hard, soft))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": 0}, "--local-epochs"), ({"batch_size": 0}, "--local-batch-size"),
+    ({"lr": 0.0}, "--local-lr"), ({"lr": float("nan")}, "--local-lr"),
+    ({"momentum": -0.5}, "--local-momentum"),
+])
+def test_bad_local_settings_are_one_clear_error(changes, message):
+    with pytest.raises(GGLError, match=message):
+        LocalTraining(**changes).check()
+
+
+# --- the FedAvg client in a run ----------------------------------------------------------
+def _run(**changes):
+    from ggl import RunConfig
+    from ggl.api import run
+
+    settings = dict(model="lenet", device="cpu", batch_size=1, index=(3,), control="none")
+    return run(RunConfig(**{**settings, **changes}), write=False)
+
+
+def test_fedavg_with_one_full_batch_step_is_fedsgd():
+    """E = 1, B = N: the update over lr is the gradient, so iDLG recovers the image as
+    from FedSGD (L-BFGS sees the same numbers up to rounding)."""
+    fedsgd = _run(attack="idlg", budget=50)
+    fedavg = _run(attack="idlg", budget=50, protocol="fedavg", local_lr=0.1)
+    for gradient, naive in zip(fedsgd.observation.gradient, fedavg.observation.gradient):
+        assert torch.allclose(gradient, naive, atol=1e-5)
+    assert fedavg.observation.weight_update.images == 1
+    assert fedsgd.record["metrics"]["psnr"] > 60 and fedavg.record["metrics"]["psnr"] > 60
+
+
+def test_the_shared_update_is_the_clients_training_and_its_order_is_secret(mnist):
+    result = _run(attack="idlg", budget=1, protocol="fedavg", batch_size=4, index=(3,),
+                  local_epochs=2, local_batch_size=2, local_lr=0.05, local_momentum=0.5)
+    observation, secret = result.observation, result.secret
+    training = observation.weight_update.training
+    assert (training.epochs, training.batch_size, training.lr) == (2, 2, 0.05)
+    assert len(secret.batch_order) == 4 and sorted(sum(secret.batch_order[:2], ())) == [0, 1, 2, 3]
+    expected = simulate_update(observation.model, secret.images, secret.labels, training,
+                               secret.batch_order)
+    for shared, update in zip(observation.weight_update.update, expected):
+        assert torch.allclose(shared, update, atol=1e-6)
+    for naive, shared in zip(observation.gradient, observation.weight_update.update):
+        assert torch.allclose(naive * 0.05, shared, atol=1e-6)          # update / lr
+
+
+def test_the_random_gradient_control_replaces_the_weight_update_too():
+    from ggl.controls import random_gradient
+
+    observation = _run(attack="idlg", budget=1, protocol="fedavg", local_epochs=3,
+                       local_lr=0.05).observation
+    control, _ = random_gradient(observation, seed=0)
+    for noise, update in zip(control.gradient, control.weight_update.update):
+        assert torch.allclose(noise * 0.05, update)
+    assert not torch.allclose(control.weight_update.update[0], observation.weight_update.update[0])
+
+
+def test_update_matching_is_zero_at_the_private_images_when_the_order_is_known(mnist):
+    from ggl.attacks.weight_update import UpdateMatching
+    from ggl.contracts import Observation, WeightUpdate
+
+    model = build_victim("lenet", 1, 32, 10, seed=0)
+    images, labels = mnist.private_batch([3, 4])
+    training = LocalTraining(epochs=1, batch_size=1, lr=0.05)     # one epoch: order-free
+    order = training.batch_order(2, torch.Generator().manual_seed(5))
+    update = tuple(simulate_update(model, images, labels, training, order))
+    observation = Observation(model=model, gradient=update, batch_size=2,
+                              image_shape=(1, 32, 32), num_classes=10, mean=(0.5,),
+                              std=(0.5,), weight_update=WeightUpdate(update, training, 2))
+    matching = UpdateMatching(observation, "cosine", "mean", tv=0.0)
+    truth = images if order == [[0], [1]] else images.flip(0)
+    assert matching(truth.unsqueeze(0), labels if order == [[0], [1]] else labels.flip(0)) \
+        .item() == pytest.approx(0.0, abs=1e-5)
+    assert matching(torch.zeros_like(images).unsqueeze(0), labels).item() > 0.05
+    assert matching.evaluations == 2
+
+
+def test_ig_multi_beats_the_naive_baseline_on_a_multi_step_update():
+    """N = 2 images, 4 epochs of single-image steps at lr 0.05: the update is no longer one
+    gradient; IG through the simulated local training recovers more than IG reading the
+    update as a gradient (measured 9.1 vs 5.8 dB at 1000 unsigned-Adam steps)."""
+    common = dict(budget=1000, protocol="fedavg", local_epochs=4, local_batch_size=1,
+                  local_lr=0.05, batch_size=2, known_labels=True)
+    naive = _run(attack="ig-adam", **common)
+    multi = _run(attack="ig-multi", extra={"signed": False, "schedule": "cosine"}, **common)
+    assert multi.record["metrics"]["psnr"] > naive.record["metrics"]["psnr"] + 2
+    assert multi.reconstruction.history[-1] < multi.reconstruction.history[0]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"local_epochs": 3}, "add --protocol fedavg"),
+    ({"attack": "ig-multi"}, "--attack ig-multi inverts a fedavg update"),
+    ({"attack": "dia", "dropout": 0.2, "protocol": "fedavg"}, "use it with --protocol fedsgd"),
+    ({"protocol": "fedprox"}, "--protocol must be one of fedsgd, fedavg"),
+    ({"protocol": "fedavg", "local_batch_size": 0}, "--local-batch-size"),
+    ({"protocol": "fedavg", "attack": "ig-multi", "adaptive": True, "defense": ("noise",)},
+     "--adaptive with --protocol fedavg is not supported yet"),
+])
+def test_fedavg_settings_that_do_not_fit_are_refused_before_any_work(changes, message):
+    from ggl import RunConfig
+    from ggl.plan import resolve
+
+    with pytest.raises(GGLError, match=message):
+        resolve(RunConfig(**changes))
