@@ -104,13 +104,11 @@ def resolve(config: RunConfig) -> RunPlan:
     if attack_class.needs_dropout and config.dropout == 0:
         raise GGLError(f"--attack {config.attack} models the victim's dropout masks: give "
                        f"the victim dropout, e.g. --dropout 0.25 (ggl list)")
-    if attack_class.needs_protocol not in (None, config.protocol):
-        raise GGLError(f"--attack {config.attack} inverts a {attack_class.needs_protocol} "
-                       f"update: add --protocol {attack_class.needs_protocol}")
     needed = attack_class.needs_defense
     if needed is not None and needed not in (d.name for d in defenses):
         raise GGLError(f"--attack {config.attack} attacks the {needed} defense: add "
                        f"--defense {needed}")
     attack = attack_class(seed=config.seed, adaptive=config.adaptive,
                           defense_known=config.defense_known, **config.attack_options())
+    attack.check_protocol(config.protocol)
     return RunPlan(config, attack, defenses, control, device)

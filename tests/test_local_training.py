@@ -174,3 +174,28 @@ def test_fedavg_settings_that_do_not_fit_are_refused_before_any_work(changes, me
 
     with pytest.raises(GGLError, match=message):
         resolve(RunConfig(**changes))
+
+
+def test_ggl_scores_candidates_by_their_simulated_update():
+    """GGL on a FedAvg update: ``update=simulate`` (default) scores each candidate through
+    the simulated local SGD, ``naive`` reads update / lr as FedSGD's gradient; both search
+    the same prior from the same seed, so only the objective differs."""
+    common = dict(attack="ggl", protocol="fedavg", local_epochs=2, local_batch_size=1,
+                  local_lr=0.05, batch_size=2, known_labels=True)
+    simulated = _run(extra={"ng_method": "CMA", "budget": 50}, **common)
+    naive = _run(extra={"ng_method": "CMA", "budget": 50, "update": "naive"}, **common)
+    assert simulated.record["info"]["gradient_path"].startswith("simulated local training")
+    assert not naive.record["info"]["gradient_path"].startswith("simulated")
+    assert simulated.record["evaluations"] == naive.record["evaluations"] == 51  # + scoring the returned image
+    assert simulated.record["loss"] != naive.record["loss"]
+
+
+def test_ggl_holdout_needs_a_gradient():
+    from ggl import RunConfig
+    from ggl.plan import resolve
+
+    with pytest.raises(GGLError, match="--set update=naive"):
+        resolve(RunConfig(attack="ggl", protocol="fedavg",
+                          extra={"stages": "sample:100,adam:100,gias:100", "holdout": 0.1}))
+    resolve(RunConfig(attack="ggl", protocol="fedavg", extra={
+        "stages": "sample:100,adam:100,gias:100", "holdout": 0.1, "update": "naive"}))

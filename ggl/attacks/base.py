@@ -81,6 +81,13 @@ class Attack:
             raise GGLError(f"--budget must be in 1..{MAX_BUDGET:,} for attack {self.name!r}, "
                            f"got {budget}")
 
+    def check_protocol(self, protocol: str) -> None:
+        """Refuse, before any work, a protocol (``fedsgd``/``fedavg``) the attack as
+        configured cannot invert."""
+        if self.needs_protocol not in (None, protocol):
+            raise GGLError(f"--attack {self.name} inverts a {self.needs_protocol} update: add "
+                           f"--protocol {self.needs_protocol}")
+
     def reconstruct(self, observation: Observation, progress: Progress | None = None
                     ) -> Reconstruction:
         """Reconstruct the private batch behind ``observation.gradient``."""

@@ -77,6 +77,9 @@ class GGLOptions:
     ``holdout``: the share of the gradient's entries the gias / gifd stages leave out of
     their fit and keep the best images by (0: none, as the papers; against noise in the
     gradient, see :mod:`ggl.attacks.generator_stages`).
+    ``update`` (``--protocol fedavg``): ``simulate`` scores each candidate by its update
+    through the client's simulated local SGD (:mod:`ggl.attacks.weight_update`); ``naive``
+    reads the shared update as a gradient, update / lr.
     """
 
     budget: int = 25_000
@@ -106,6 +109,7 @@ class GGLOptions:
     gifd_radius: float = 2000.0
     gifd_radius_step: float = 500.0
     holdout: float = 0.0
+    update: Literal["simulate", "naive"] = "simulate"
 
 
 #: the search ``ggl run`` uses when neither --stages nor --ng_method is given: score prior
@@ -247,6 +251,22 @@ class GGL(Attack):
         prior.check_labels(observation.num_classes)
         return prior.to(observation.device).bind(observation.image_shape, observation.mean,
                                                  observation.std)
+
+    def check_protocol(self, protocol: str) -> None:
+        super().check_protocol(protocol)
+        if protocol == "fedavg" and self.options.update == "simulate" and self.options.holdout:
+            raise GGLError("holdout leaves out entries of one gradient: with --protocol fedavg "
+                           "give --set update=naive, or leave holdout out")
+
+    def matching_objective(self, observation: Observation, **settings):
+        """GGL's objective; on a FedAvg update with ``update=simulate``, the distance of
+        each candidate's simulated update (:class:`ggl.attacks.weight_update.UpdateMatching`)."""
+        if observation.weight_update is None or self.options.update == "naive":
+            return super().matching_objective(observation, **settings)
+        from ggl.attacks.weight_update import UpdateMatching
+
+        return UpdateMatching(observation, settings["distance"], settings["layer_weights"],
+                              settings["tv"])
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         o = self.options

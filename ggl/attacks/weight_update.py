@@ -32,28 +32,40 @@ class UpdateMatching:
     """``loss(images (P, N, C, H, W), labels (N,)) -> (P,)``: the distance between each
     candidate batch's simulated weight update and the shared one, plus ``tv`` x TV.
 
+    Both updates are divided by the local learning rate (gradient units, as the naive
+    baseline's), so a distance's balance with an attack's other terms (GGL's KL) is the
+    same as on a FedSGD gradient. Under ``torch.no_grad`` (black-box searches) the local
+    steps still differentiate the victim, but build no graph back to the images.
+
     Attributes:
         evaluations: candidate batches scored so far (one per local-training simulation).
     """
 
     def __init__(self, observation: Observation, distance: str, weights: str, tv: float):
         shared = observation.weight_update
-        self.model, self.target = observation.model, list(shared.update)
+        self.model = observation.model
         # the server does not know the shuffling: candidates run in a fixed order
         self.training = dataclasses.replace(shared.training, shuffle=False)
         self.order = self.training.batch_order(shared.images, torch.Generator())
+        self.target = [u / self.training.lr for u in shared.update]
         self.distance = DISTANCES.choose(distance)
         self.weights = layer_weights(weights, len(self.target)).to(observation.device)
         self.tv = tv
         self.evaluations = 0
 
+    def choose_path(self, num_candidates: int) -> str:
+        """How candidates are scored (run.json's ``gradient_path``)."""
+        return "simulated local training, one candidate at a time"
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        differentiable = torch.is_grad_enabled()
         losses = []
         for batch in images:
-            update = simulate_update(self.model, batch, labels, self.training, self.order,
-                                     create_graph=True)
-            losses.append(self.distance([u.unsqueeze(0) for u in update], self.target,
-                                        self.weights)[0])
+            with torch.enable_grad():
+                update = simulate_update(self.model, batch, labels, self.training, self.order,
+                                         create_graph=differentiable)
+            trial = [(u / self.training.lr).unsqueeze(0) for u in update]
+            losses.append(self.distance(trial, self.target, self.weights)[0])
         self.evaluations += len(images)
         loss = torch.stack(losses)
         return loss + self.tv * total_variation(images) if self.tv else loss
