@@ -199,3 +199,18 @@ def test_ggl_holdout_needs_a_gradient():
                           extra={"stages": "sample:100,adam:100,gias:100", "holdout": 0.1}))
     resolve(RunConfig(attack="ggl", protocol="fedavg", extra={
         "stages": "sample:100,adam:100,gias:100", "holdout": 0.1, "update": "naive"}))
+
+
+def test_a_sweep_over_the_protocol_and_local_settings_reports_a_row_each(tmp_path):
+    from ggl.study.report import write_report
+    from ggl.study.spec import parse_sweep
+    from ggl.study.sweep import run_sweep
+
+    sweep = parse_sweep("name: fa\nsettings: {model: lenet, device: cpu, index: [3], "
+                        "control: none, local_lr: 0.05}\n"
+                        "grid: {attack: [idlg], protocol: [fedavg], local_epochs: [1, 3]}\n"
+                        "attack_options: {idlg: {budget: 3}}\n")
+    summary = run_sweep(sweep, tmp_path, threads=1, quiet=True)
+    assert (summary.done, summary.failed) == (2, 0)
+    table = write_report(tmp_path).table
+    assert "local_epochs=1" in table and "local_epochs=3" in table
