@@ -114,3 +114,44 @@ def simulate_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
             weights = [w.detach().requires_grad_(True) for w in weights]
             velocity = None if velocity is None else [v.detach() for v in velocity]
     return [w0 - w if create_graph else (w0 - w).detach() for w0, w in zip(start, weights)]
+
+
+def simulate_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     training: LocalTraining, order: Sequence[Sequence[int]]
+                     ) -> list[torch.Tensor]:
+    """:func:`simulate_update` for P candidate batches at once (``torch.func.vmap`` over
+    ``torch.func.grad``), without a graph back to the images: black-box searches score
+    whole populations this way.
+
+    Args:
+        images: ``(P, N, C, H, W)``; labels: ``(N,)`` class indices, shared by the batches.
+
+    Returns:
+        One ``(P, *param_shape)`` tensor per parameter: each candidate's ``w0 - wE``.
+    """
+    from torch.func import grad, vmap
+
+    names = [name for name, _ in model.named_parameters()]
+    start = tuple(p.detach() for p in model.parameters())
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    steps = [torch.as_tensor(list(batch), device=images.device) for batch in order]
+
+    def batch_loss(weights, inputs, targets):
+        outputs = functional_call(model, {**dict(zip(names, weights)), **buffers}, (inputs,))
+        return F.cross_entropy(outputs, targets)
+
+    def one(candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        weights, velocity = start, None
+        for index in steps:
+            grads = grad(batch_loss)(weights, candidate[index], labels[index])
+            moves = [g + training.weight_decay * w if training.weight_decay else g
+                     for g, w in zip(grads, weights)]
+            if training.momentum:
+                velocity = moves if velocity is None else \
+                    [training.momentum * v + m for v, m in zip(velocity, moves)]
+                moves = velocity
+            weights = tuple(w - training.lr * m for w, m in zip(weights, moves))
+        return tuple(w0 - w for w0, w in zip(start, weights))
+
+    with torch.no_grad():
+        return list(vmap(one)(images.detach()))

@@ -214,3 +214,20 @@ def test_a_sweep_over_the_protocol_and_local_settings_reports_a_row_each(tmp_pat
     assert (summary.done, summary.failed) == (2, 0)
     table = write_report(tmp_path).table
     assert "local_epochs=1" in table and "local_epochs=3" in table
+
+
+def test_batched_simulation_equals_one_at_a_time(batch):
+    """What GGL's black-box stages use: P candidate batches in one vmapped simulation give
+    each candidate's own update (momentum and weight decay included)."""
+    from ggl.local_training import simulate_updates
+
+    model, images, labels = batch
+    training = LocalTraining(epochs=2, batch_size=2, lr=0.05, momentum=0.5, weight_decay=1e-3,
+                             shuffle=False)
+    order = training.batch_order(5, torch.Generator())
+    candidates = torch.stack([images, images.flip(0), torch.zeros_like(images)])
+    batched = simulate_updates(model, candidates, labels, training, order)
+    for p, candidate in enumerate(candidates):
+        single = simulate_update(model, candidate, labels, training, order)
+        for many, one in zip(batched, single):
+            assert torch.allclose(many[p], one, atol=1e-6)

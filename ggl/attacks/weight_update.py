@@ -24,8 +24,8 @@ import torch
 from ggl.attacks.pixel import IGOptions, InvertingGradients
 from ggl.contracts import Observation
 from ggl.errors import GGLError
-from ggl.local_training import simulate_update
-from ggl.objective import DISTANCES, layer_weights, total_variation
+from ggl.local_training import simulate_update, simulate_updates
+from ggl.objective import DISTANCES, layer_weights, total_variation, vmappable
 
 
 class UpdateMatching:
@@ -54,20 +54,28 @@ class UpdateMatching:
         self.evaluations = 0
 
     def choose_path(self, num_candidates: int) -> str:
-        """How candidates are scored (run.json's ``gradient_path``)."""
+        """How candidates are scored (run.json's ``gradient_path``): black-box populations
+        in one batched simulation where the victim allows vmap, else one at a time."""
+        if num_candidates > 1 and vmappable(self.model):
+            return "simulated local training, batched over candidates (vmap)"
         return "simulated local training, one candidate at a time"
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         differentiable = torch.is_grad_enabled()
-        losses = []
-        for batch in images:
-            with torch.enable_grad():
-                update = simulate_update(self.model, batch, labels, self.training, self.order,
-                                         create_graph=differentiable)
-            trial = [(u / self.training.lr).unsqueeze(0) for u in update]
-            losses.append(self.distance(trial, self.target, self.weights)[0])
+        if not differentiable and len(images) > 1 and vmappable(self.model):
+            updates = simulate_updates(self.model, images, labels, self.training, self.order)
+            loss = self.distance([u / self.training.lr for u in updates], self.target,
+                                 self.weights)
+        else:
+            losses = []
+            for batch in images:
+                with torch.enable_grad():
+                    update = simulate_update(self.model, batch, labels, self.training,
+                                             self.order, create_graph=differentiable)
+                trial = [(u / self.training.lr).unsqueeze(0) for u in update]
+                losses.append(self.distance(trial, self.target, self.weights)[0])
+            loss = torch.stack(losses)
         self.evaluations += len(images)
-        loss = torch.stack(losses)
         return loss + self.tv * total_variation(images) if self.tv else loss
 
 
