@@ -72,6 +72,21 @@ class LocalTraining:
         return order
 
 
+def sgd_step(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+             velocity: list[torch.Tensor] | None, training: LocalTraining
+             ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """One step of ``torch.optim.SGD``'s rule: ``d = g + wd * w``; with momentum
+    ``v = d`` on the first step, ``v = momentum * v + d`` after; ``w = w - lr * (v or d)``.
+    Returns the new weights and velocity (None without momentum)."""
+    moves = [g + training.weight_decay * w if training.weight_decay else g
+             for g, w in zip(grads, weights)]
+    if training.momentum:
+        velocity = moves if velocity is None else \
+            [training.momentum * v + m for v, m in zip(velocity, moves)]
+        moves = velocity
+    return [w - training.lr * m for w, m in zip(weights, moves)], velocity
+
+
 def simulate_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     training: LocalTraining, order: Sequence[Sequence[int]],
                     create_graph: bool = False) -> list[torch.Tensor]:
@@ -103,13 +118,7 @@ def simulate_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         loss = (F.cross_entropy(outputs, target) if target.dim() == 1 else
                 torch.mean(torch.sum(-target * F.log_softmax(outputs, dim=-1), dim=-1)))
         grads = torch.autograd.grad(loss, weights, create_graph=create_graph)
-        steps = [g + training.weight_decay * w if training.weight_decay else g
-                 for g, w in zip(grads, weights)]
-        if training.momentum:
-            velocity = steps if velocity is None else \
-                [training.momentum * v + s for v, s in zip(velocity, steps)]
-            steps = velocity
-        weights = [w - training.lr * s for w, s in zip(weights, steps)]
+        weights, velocity = sgd_step(weights, grads, velocity, training)
         if not create_graph:
             weights = [w.detach().requires_grad_(True) for w in weights]
             velocity = None if velocity is None else [v.detach() for v in velocity]
@@ -144,13 +153,7 @@ def simulate_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         weights, velocity = start, None
         for index in steps:
             grads = grad(batch_loss)(weights, candidate[index], labels[index])
-            moves = [g + training.weight_decay * w if training.weight_decay else g
-                     for g, w in zip(grads, weights)]
-            if training.momentum:
-                velocity = moves if velocity is None else \
-                    [training.momentum * v + m for v, m in zip(velocity, moves)]
-                moves = velocity
-            weights = tuple(w - training.lr * m for w, m in zip(weights, moves))
+            weights, velocity = sgd_step(weights, grads, velocity, training)
         return tuple(w0 - w for w0, w in zip(start, weights))
 
     with torch.no_grad():
