@@ -164,6 +164,7 @@ def test_ig_multi_beats_the_naive_baseline_on_a_multi_step_update():
     ({"attack": "ig-multi"}, "--attack ig-multi inverts a fedavg update"),
     ({"attack": "dia", "dropout": 0.2, "protocol": "fedavg"}, "use it with --protocol fedsgd"),
     ({"protocol": "fedprox"}, "--protocol must be one of fedsgd, fedavg"),
+    ({"protocol": "fedavg", "defense": ("dpsgd",)}, "--defense dpsgd recomputes one FedSGD"),
     ({"protocol": "fedavg", "local_batch_size": 0}, "--local-batch-size"),
     ({"protocol": "fedavg", "attack": "ig-multi", "adaptive": True, "defense": ("noise",)},
      "--adaptive with --protocol fedavg is not supported yet"),
