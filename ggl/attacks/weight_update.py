@@ -51,18 +51,19 @@ class UpdateMatching:
         self.distance = DISTANCES.choose(distance)
         self.weights = layer_weights(weights, len(self.target)).to(observation.device)
         self.tv = tv
+        self.batchable = vmappable(self.model)   # no train-mode BatchNorm
         self.evaluations = 0
 
     def choose_path(self, num_candidates: int) -> str:
         """How candidates are scored (run.json's ``gradient_path``): black-box populations
         in one batched simulation where the victim allows vmap, else one at a time."""
-        if num_candidates > 1 and vmappable(self.model):
+        if num_candidates > 1 and self.batchable:
             return "simulated local training, batched over candidates (vmap)"
         return "simulated local training, one candidate at a time"
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         differentiable = torch.is_grad_enabled()
-        if not differentiable and len(images) > 1 and vmappable(self.model):
+        if not differentiable and len(images) > 1 and self.batchable:
             updates = simulate_updates(self.model, images, labels, self.training, self.order)
             loss = self.distance([u / self.training.lr for u in updates], self.target,
                                  self.weights)
