@@ -63,16 +63,40 @@ def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
     if wrapping and config.weights:
         load_weights(model, config.weights, f"{config.model} + {' + '.join(wrapping)}")
     train_victim(model, data.public, config.victim_steps, seed=config.seed, device=device)
-    indices = choose_indices(len(data.private), config.batch_size, config.index, config.seed)
+    training = config.local_training() if config.protocol == "fedavg" else None
+    federation = config.federation()
+    others, facts, pool = None, None, None
+    if federation.simulated:       # the global model of the target round, trained by FedAvg
+        from ggl.federation import accuracy, split_clients, train_rounds
+
+        private_labels = torch.tensor([int(data.private[i][1])
+                                       for i in range(len(data.private))])
+        shares = split_clients(private_labels, federation.clients, federation.dirichlet,
+                               config.seed)
+        pool = shares[federation.target_client]
+        # the batch is checked before any round is trained
+        positions = choose_indices(len(pool), config.batch_size, config.index, config.seed,
+                                   f"client {federation.target_client}'s share of "
+                                   f"{federation.describe()}")
+        model, others = train_rounds(model, data.private, shares, federation, training,
+                                     defenses, config.seed, device)
+        facts = {"setting": federation.describe(),
+                 "share_sizes": [len(share) for share in shares],
+                 "target_share_labels": private_labels[pool].bincount(
+                     minlength=data.num_classes).tolist(),
+                 "global_accuracy_public": accuracy(model, data.public, device)}
+    if pool is None:
+        positions = choose_indices(len(data.private), config.batch_size, config.index,
+                                   config.seed)
+    indices = [pool[i] for i in positions] if pool else positions
     images, labels = data.private_batch(indices)
     public = torch.stack([data.public[i][0] for i in range(min(PUBLIC_SAMPLE, len(data.public)))])
     scenario = Scenario(model, images.to(device), labels.to(device),
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
-                        defenses=defenses, seed=config.seed,
-                        local_training=config.local_training()
-                        if config.protocol == "fedavg" else None)
+                        defenses=defenses, seed=config.seed, local_training=training,
+                        other_clients=others, federation=facts)
     return scenario, data
 
 
@@ -143,6 +167,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
     lpips_metric = LPIPS(config.lpips_weights) if config.lpips_weights else None
     scenario, data = prepare(plan)
     observation, secret = scenario.observe()
+    federation = scenario.federation
     del scenario                    # from here on only the Observation and the metrics remain
     control = {"kind": "none"}
     if plan.control is not None:                  # the attack gets the control's update
@@ -171,6 +196,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
         "total_wall_time_s": time.perf_counter() - started,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "info": reconstruction.info,
+        "federation": federation,
         "loss_history": downsample(reconstruction.history),
         "versions": library_versions(),
     }

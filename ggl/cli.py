@@ -124,6 +124,9 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
                    "w0 - wE, which FedSGD attacks read as update / lr.")
 @click.option("--local-epochs", type=int, default=1, show_default=True,
               help="FedAvg: local epochs E over the client's --batch-size images.")
+@click.option("--local-steps", type=int, default=None,
+              help="FedAvg: local SGD steps S instead of epochs (batches taken epoch after "
+                   "epoch, reshuffled at each).")
 @click.option("--local-batch-size", type=int, default=None,
               help="FedAvg: images per local SGD step (default: all, one step per epoch).")
 @click.option("--local-lr", type=float, default=0.1, show_default=True,
@@ -132,6 +135,22 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               help="FedAvg: SGD momentum.")
 @click.option("--local-weight-decay", type=float, default=0.0, show_default=True,
               help="FedAvg: SGD weight decay.")
+@click.option("--clients", type=int, default=1, show_default=True,
+              help="FedAvg: clients sharing the private split; rounds before --target-round "
+                   "train the global model on all of them.")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="FedAvg: rounds of the federation (the attack is in --target-round).")
+@click.option("--target-round", type=int, default=None,
+              help="FedAvg: the round whose update is attacked, 1..--rounds (default: the "
+                   "last); the target trains on --batch-size images of its share then.")
+@click.option("--target-client", type=int, default=0, show_default=True,
+              help="FedAvg: the attacked client, 0..--clients - 1.")
+@click.option("--dirichlet", type=float, default=None,
+              help="FedAvg: non-IID split, each class's share per client drawn from "
+                   "Dirichlet(ALPHA) (e.g. 0.5); default: IID.")
+@click.option("--secure-aggregation", is_flag=True,
+              help="FedAvg: the server sees only the round's aggregate of all clients' "
+                   "updates and attacks that.")
 @click.option("--defense", shell_complete=_names("ggl.defenses:DEFENSES"),
               multiple=True, metavar="NAME[:PARAM][,KEY=VALUE]",
               help="Client-side defense, repeatable (a chain, in order): noise, laplace, "

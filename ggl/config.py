@@ -26,7 +26,10 @@ class RunConfig:
     (``random-gradient``: noise), to measure what the attack reports without a leak.
     ``protocol``: ``fedsgd`` (one gradient of the batch) or ``fedavg`` (the client trains
     ``local_epochs`` epochs of SGD over mini-batches of ``local_batch_size`` images, all of
-    them when None, and shares its weight update; ``ggl.local_training``).
+    them when None, or ``local_steps`` steps, and shares its weight update;
+    ``ggl.local_training``). ``clients``, ``rounds``, ``target_round``, ``target_client``,
+    ``dirichlet``, ``secure_aggregation``: the federation the client is one of
+    (``ggl.federation``; the default, one client in round 1, is a single client).
     """
 
     #: the protocols a client may follow
@@ -63,10 +66,17 @@ class RunConfig:
     control: str = "none"
     protocol: str = "fedsgd"
     local_epochs: int = 1
+    local_steps: int | None = None
     local_batch_size: int | None = None
     local_lr: float = 0.1
     local_momentum: float = 0.0
     local_weight_decay: float = 0.0
+    clients: int = 1
+    rounds: int = 1
+    target_round: int | None = None
+    target_client: int = 0
+    dirichlet: float | None = None
+    secure_aggregation: bool = False
     lpips_weights: str | None = None
     out: str | None = None
 
@@ -83,9 +93,19 @@ class RunConfig:
         """The client's ``ggl.local_training.LocalTraining`` (FedAvg), unchecked."""
         from ggl.local_training import LocalTraining
 
-        return LocalTraining(epochs=self.local_epochs, batch_size=self.local_batch_size,
-                             lr=self.local_lr, momentum=self.local_momentum,
+        return LocalTraining(epochs=self.local_epochs, steps=self.local_steps,
+                             batch_size=self.local_batch_size, lr=self.local_lr,
+                             momentum=self.local_momentum,
                              weight_decay=self.local_weight_decay)
+
+    def federation(self):
+        """The simulated federation (``ggl.federation.Federation``), unchecked."""
+        from ggl.federation import Federation
+
+        return Federation(clients=self.clients, rounds=self.rounds,
+                          target_round=self.target_round, target_client=self.target_client,
+                          dirichlet=self.dirichlet,
+                          secure_aggregation=self.secure_aggregation)
 
 
 def resolve_device(name: str) -> "torch.device":

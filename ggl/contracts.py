@@ -29,11 +29,14 @@ class WeightUpdate:
         training: the client's local hyperparameters as the server knows them (a
             ``ggl.local_training.LocalTraining``: epochs, batch size, lr, ...).
         images: N, the number of images the client trained on.
+        clients: 1, or under secure aggregation the number of clients whose size-weighted
+            mean ``update`` is (the server cannot tell the target's part from the rest).
     """
 
     update: tuple[torch.Tensor, ...]
     training: object
     images: int
+    clients: int = 1
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,19 @@ the server's public images of the domain (random inputs in the valid pixel box w
 none, which is markedly less accurate: see experiments/README.md), and the counts are rounded to integers that sum to B
 (largest remainder). Without a bias, the weight-row sums are used with the mean feature sum
 estimated the same way.
+
+FedAvg updates over S local steps ("update-count", Dimitrov et al. 2022's interpolated
+restoration): ``update / lr`` sums the S steps' mean-batch gradients, so its bias part is
+``sum_s (mean_{i in s} p^(s)_ic - share of class c in batch s)``. With every batch holding
+class c in its overall share ``f_c``, ``f_c = mean_s p^(s)_c - (update / lr)_c / S``; the
+softmax along the unobserved trajectory is interpolated linearly between the model the
+server sent (``w0``) and the one the client returned (``w0 - update``), each probed on the
+public images, and ``n_c = N f_c`` is rounded as above.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
@@ -73,22 +82,59 @@ def _expected_softmax_and_features(observation: Observation, samples: int, seed:
     return probabilities, features[0].flatten(1).sum(1).mean()
 
 
+def _round_counts(estimate: torch.Tensor, total: int) -> torch.Tensor:
+    """Non-negative counts ``(K,)`` summing to ``total`` from real estimates ``(K,)``:
+    scaled to the total, floored, the remainder to the largest fractional parts."""
+    estimate = estimate.clamp_min(0).double().cpu()
+    if estimate.sum() > 0:
+        estimate = estimate * total / estimate.sum()
+    counts = estimate.floor().long()
+    remainder = estimate - counts
+    for c in remainder.argsort(descending=True)[: total - int(counts.sum())]:
+        counts[c] += 1
+    return counts
+
+
+def _class_shares(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, probabilities: torch.Tensor,
+                  feature_sum: torch.Tensor, steps: int) -> torch.Tensor:
+    """Each class's share of the images ``(K,)`` from the head's gradient summed over
+    ``steps`` mean-batch steps, the mean softmax and the mean feature sum."""
+    if bias_grad is not None:
+        return probabilities - bias_grad / steps
+    return probabilities - weight_grad.sum(dim=1) / feature_sum / steps
+
+
 def count_labels(observation: Observation, samples: int = 64, seed: int = 0) -> torch.Tensor:
     """Label-count restoration for B >= 1 ("bias-count"): sorted labels ``(B,)``."""
     batch = observation.batch_size
     weight_grad, bias_grad = _head_gradients(observation)
     probabilities, feature_sum = _expected_softmax_and_features(observation, samples, seed)
-    if bias_grad is not None:
-        estimate = batch * (probabilities - bias_grad)
-    else:
-        estimate = batch * (probabilities - weight_grad.sum(dim=1) / feature_sum)
-    estimate = estimate.clamp_min(0).double().cpu()
-    if estimate.sum() > 0:
-        estimate = estimate * batch / estimate.sum()
-    counts = estimate.floor().long()
-    remainder = estimate - counts
-    for c in remainder.argsort(descending=True)[: batch - int(counts.sum())]:
-        counts[c] += 1
+    shares = _class_shares(weight_grad, bias_grad, probabilities, feature_sum, 1)
+    counts = _round_counts(batch * shares, batch)
+    return torch.repeat_interleave(torch.arange(len(counts)), counts).to(observation.device)
+
+
+def count_labels_over_steps(observation: Observation, samples: int = 64,
+                            seed: int = 0) -> torch.Tensor:
+    """Label counts from a FedAvg update over several local steps ("update-count"):
+    sorted labels ``(N,)``; see the module docstring."""
+    shared = observation.weight_update
+    steps = shared.training.num_steps(shared.images)
+    weight_grad, bias_grad = _head_gradients(observation)        # update / lr
+    start_p, start_f = _expected_softmax_and_features(observation, samples, seed)
+    end_model = copy.deepcopy(observation.model)
+    with torch.no_grad():
+        for p, u in zip(end_model.parameters(), shared.update):
+            p.sub_(u)
+    end_p, end_f = _expected_softmax_and_features(
+        dataclasses.replace(observation, model=end_model), samples, seed)
+    # step s of S sees the weights a fraction s / S of the way: their mean is (S - 1) / 2S
+    along = (steps - 1) / (2 * steps)
+    probabilities = (1 - along) * start_p + along * end_p
+    feature_sum = (1 - along) * start_f + along * end_f
+    shares = _class_shares(weight_grad, bias_grad, probabilities, feature_sum,
+                           steps)
+    counts = _round_counts(shared.images * shares, shared.images)
     return torch.repeat_interleave(torch.arange(len(counts)), counts).to(observation.device)
 
 
@@ -98,13 +144,19 @@ LABEL_METHODS.add("idlg", idlg_label, "B = 1: the head's bias gradient (iDLG), e
                                       "weight rows")
 LABEL_METHODS.add("bias-count", count_labels, "B >= 1: label counts from the head's bias "
                                               "gradient and the public images' mean softmax")
+LABEL_METHODS.add("update-count", count_labels_over_steps,
+                  "FedAvg, N > 1: label counts from the update over its S local steps, the "
+                  "softmax interpolated between the sent and the returned model (DLF)")
 
 
 def label_method(observation: Observation) -> str:
-    """How an attack gets its labels: ``known``, else iDLG (B = 1) or counts (B > 1)."""
+    """How an attack gets its labels: ``known``, else iDLG (B = 1: its sign rule holds for
+    a sum of steps too) or counts (B > 1: over the local steps of a FedAvg update)."""
     if observation.labels is not None:
         return "known"
-    return "idlg" if observation.batch_size == 1 else "bias-count"
+    if observation.batch_size == 1:
+        return "idlg"
+    return "bias-count" if observation.weight_update is None else "update-count"
 
 
 def infer_labels(observation: Observation) -> torch.Tensor:

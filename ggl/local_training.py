@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ggl import checks
+from ggl.errors import GGLError
 
 #: what a client shares after local training
 SHARES = ("delta", "weights")
@@ -33,6 +34,8 @@ class LocalTraining:
 
     Attributes:
         epochs: E, passes over the client's N images.
+        steps: S, the number of local SGD steps instead (``--local-steps``; None: E
+            epochs): batches are taken epoch after epoch, reshuffled at each, until S.
         batch_size: B, images per local step (None: all N, one step per epoch).
         lr: SGD learning rate.
         momentum, weight_decay: as ``torch.optim.SGD``'s (0: plain SGD).
@@ -40,6 +43,7 @@ class LocalTraining:
     """
 
     epochs: int = 1
+    steps: int | None = None
     batch_size: int | None = None
     lr: float = 0.1
     momentum: float = 0.0
@@ -48,6 +52,11 @@ class LocalTraining:
 
     def check(self) -> "LocalTraining":
         checks.at_least("--local-epochs", self.epochs, 1)
+        if self.steps is not None:
+            checks.at_least("--local-steps", self.steps, 1)
+            if self.epochs != 1:
+                raise GGLError(f"give --local-epochs or --local-steps, not both (got "
+                               f"{self.epochs} epochs and {self.steps} steps)")
         if self.batch_size is not None:
             checks.at_least("--local-batch-size", self.batch_size, 1)
         checks.positive("--local-lr", self.lr)
@@ -55,21 +64,21 @@ class LocalTraining:
         checks.at_least("--local-weight-decay", self.weight_decay, 0)
         return self
 
-    def steps(self, images: int) -> int:
-        """Local SGD steps over ``images`` images: E x ceil(N / B)."""
+    def num_steps(self, images: int) -> int:
+        """Local SGD steps over ``images`` images: S, or E x ceil(N / B)."""
         size = self.batch_size or images
-        return self.epochs * -(-images // size)
+        return self.steps or self.epochs * -(-images // size)
 
     def batch_order(self, images: int, generator: torch.Generator) -> list[list[int]]:
         """Per local step, the indices of its mini-batch (the last one of an epoch may be
         smaller), epoch after epoch; drawn from ``generator`` when ``shuffle``."""
         size = self.batch_size or images
-        order = []
-        for _ in range(self.epochs):
+        order: list[list[int]] = []
+        while len(order) < self.num_steps(images):
             epoch = (torch.randperm(images, generator=generator).tolist() if self.shuffle
                      else list(range(images)))
             order += [epoch[i:i + size] for i in range(0, images, size)]
-        return order
+        return order[:self.num_steps(images)]
 
 
 def sgd_step(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],

@@ -55,20 +55,25 @@ def _check_protocol(config: RunConfig) -> None:
                        f"{config.protocol!r}")
     if config.protocol == "fedavg":
         config.local_training().check()
+        config.federation().check()
         if config.adaptive:         # the defense's parameters are in update units
             raise GGLError("--adaptive with --protocol fedavg is not supported yet: the "
                            "attacker's defense models are written for one gradient")
         return
-    given = [f"--{name.replace('_', '-')}" for name in LOCAL_FIELDS
+    given = [f"--{name.replace('_', '-')}" for name in LOCAL_FIELDS + FEDERATION_FIELDS
              if getattr(config, name) != getattr(RunConfig, name)]
     if given:
-        raise GGLError(f"{', '.join(given)}: local training is what a FedAvg client does; "
-                       f"add --protocol fedavg (a FedSGD client shares one gradient)")
+        raise GGLError(f"{', '.join(given)}: local training and federated rounds are "
+                       f"simulated for FedAvg clients; add --protocol fedavg (a FedSGD "
+                       f"client shares one gradient; it is FedAvg with one local step)")
 
 
 #: RunConfig fields of a FedAvg client's local training
-LOCAL_FIELDS = ("local_epochs", "local_batch_size", "local_lr", "local_momentum",
-                "local_weight_decay")
+LOCAL_FIELDS = ("local_epochs", "local_steps", "local_batch_size", "local_lr",
+                "local_momentum", "local_weight_decay")
+#: RunConfig fields of the simulated federation (``ggl.federation``)
+FEDERATION_FIELDS = ("clients", "rounds", "target_round", "target_client", "dirichlet",
+                     "secure_aggregation")
 
 
 def resolve(config: RunConfig) -> RunPlan:

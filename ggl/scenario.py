@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,9 @@ from ggl.contracts import Defense, Observation, Secret, WeightUpdate
 from ggl.dropout import recorded_masks, set_dropout
 from ggl.errors import GGLError
 from ggl.local_training import LocalTraining, simulate_update
+
+if TYPE_CHECKING:
+    from ggl.federation import OtherClients
 
 DEFENSE_SEED_OFFSET = 1_000_003
 #: the client's shuffling of its local batches draws from a stream of its own (secret)
@@ -41,8 +44,9 @@ def client_gradient(model: nn.Module, images: torch.Tensor,
 
 
 def choose_indices(num_private: int, batch_size: int, index: Sequence[int] | None,
-                   seed: int) -> list[int]:
-    """Private indices of the client's batch.
+                   seed: int, pool: str = "the private split") -> list[int]:
+    """Private indices of the client's batch (positions in ``pool``, which is named in
+    the errors: the private split, or a client's share of it).
 
     ``index`` may list B indices, or one index that starts B consecutive ones; ``None``
     draws B distinct indices with a generator seeded by ``seed``.
@@ -50,7 +54,7 @@ def choose_indices(num_private: int, batch_size: int, index: Sequence[int] | Non
     if batch_size <= 0:
         raise GGLError(f"--batch-size must be positive, got {batch_size}")
     if batch_size > num_private:
-        raise GGLError(f"--batch-size {batch_size} is larger than the private split "
+        raise GGLError(f"--batch-size {batch_size} is larger than {pool} "
                        f"({num_private} images)")
     if not index:
         generator = torch.Generator().manual_seed(seed)
@@ -63,9 +67,41 @@ def choose_indices(num_private: int, batch_size: int, index: Sequence[int] | Non
                        f"one start index or exactly {batch_size} indices")
     for i in index:
         if not 0 <= i < num_private:
-            raise GGLError(f"--index {i} is out of range: the private split has "
+            raise GGLError(f"--index {i} is out of range: {pool} has "
                            f"{num_private} images (indices 0..{num_private - 1})")
     return index
+
+
+def client_share(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 local_training: LocalTraining | None, defenses: Sequence[Defense],
+                 seed: int) -> tuple[tuple[torch.Tensor, ...], list[list[int]],
+                                     tuple[torch.Tensor, ...]]:
+    """What one client shares: its FedSGD gradient (``local_training`` None) or its FedAvg
+    update ``w0 - wE``, with ``defenses`` applied in order.
+
+    The client works on a copy of ``model`` with its dropout layers on (a train-mode
+    BatchNorm may update the copy's buffers). ``seed`` seeds its shuffling and its
+    defenses' draws, each on a stream of its own.
+
+    Returns:
+        ``(shared, order, masks)``: one detached tensor per parameter; the batch order of
+        its local steps (``[]`` for FedSGD); the dropout masks it drew (``()`` without).
+    """
+    client_model = set_dropout(copy.deepcopy(model), True)
+    order: list[list[int]] = []
+    if local_training is None:
+        gradient: Sequence[torch.Tensor] = client_gradient(client_model, images, labels)
+    else:
+        order = local_training.batch_order(
+            len(labels), torch.Generator().manual_seed(seed + SHUFFLE_SEED_OFFSET))
+        gradient = simulate_update(client_model, images, labels, local_training, order)
+    masks = recorded_masks(client_model)
+    context = {"model": client_model, "images": images, "labels": labels,
+               # the attack seeds torch.Generator(seed): keep the defense's draws apart
+               "generator": torch.Generator().manual_seed(seed + DEFENSE_SEED_OFFSET)}
+    for defense in defenses:
+        gradient = defense.apply(gradient, context)
+    return tuple(g.detach().clone() for g in gradient), order, masks
 
 
 class Scenario:
@@ -81,6 +117,10 @@ class Scenario:
         seed: seeds the defenses' random draws (noise, masks), on a stream of its own.
         local_training: FedAvg: the client trains locally and shares ``w0 - wE`` (the
             server knows these hyperparameters); ``None``: FedSGD, one gradient.
+        other_clients: secure aggregation (``ggl.federation``): the round's other updates,
+            summed with this client's before the server sees them.
+        federation: facts of the simulated federation for the run's record (None: one
+            client in round 1).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -88,7 +128,9 @@ class Scenario:
                  indices: Sequence[int] = (), defenses: Sequence[Defense] = (),
                  known_labels: bool = False, public_images: torch.Tensor | None = None,
                  domain: str | None = None, seed: int = 0,
-                 local_training: LocalTraining | None = None):
+                 local_training: LocalTraining | None = None,
+                 other_clients: "OtherClients | None" = None,
+                 federation: dict | None = None):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -99,32 +141,23 @@ class Scenario:
         self.domain = domain
         self.seed = seed
         self.local_training = local_training
+        self.other_clients = other_clients
+        self.federation = federation
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
         # the client trains with its dropout layers on (masks drawn, kept secret); the
         # server's copy has them off: attacks that model the masks supply their own
         server_model = set_dropout(copy.deepcopy(self.model), False)
-        client_model = set_dropout(copy.deepcopy(self.model), True)  # train-mode BN may
-        order: list[list[int]] = []                                  # update its buffers
-        if self.local_training is None:
-            gradient: Sequence[torch.Tensor] = client_gradient(client_model, self.images,
-                                                               self.labels)
-        else:
-            order = self.local_training.batch_order(
-                len(self.labels), torch.Generator().manual_seed(self.seed + SHUFFLE_SEED_OFFSET))
-            gradient = simulate_update(client_model, self.images, self.labels,
-                                       self.local_training, order)
-        masks = recorded_masks(client_model)            # () without dropout layers
-        context = {"model": client_model, "images": self.images, "labels": self.labels,
-                   # the attack seeds torch.Generator(seed): keep the defense's draws apart
-                   "generator": torch.Generator().manual_seed(self.seed + DEFENSE_SEED_OFFSET)}
-        for defense in self.defenses:
-            gradient = defense.apply(gradient, context)
-        shared = tuple(g.detach().clone() for g in gradient)
+        shared, order, masks = client_share(self.model, self.images, self.labels,
+                                            self.local_training, self.defenses, self.seed)
+        if self.other_clients is not None:       # secure aggregation: only the aggregate
+            shared = self.other_clients.aggregate(shared, len(self.labels))
         weight_update = None
         if self.local_training is not None:     # what a FedSGD attack reads from an update
-            weight_update = WeightUpdate(shared, self.local_training, len(self.labels))
+            weight_update = WeightUpdate(
+                shared, self.local_training, len(self.labels),
+                clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes))
             shared = tuple(u / self.local_training.lr for u in shared)
         observation = Observation(
             model=server_model,

@@ -25,7 +25,7 @@ def test_simulation_equals_torch_sgd(batch):
     model, images, labels = batch
     training = LocalTraining(epochs=2, batch_size=2, lr=0.05, momentum=0.9, weight_decay=1e-3)
     order = training.batch_order(len(labels), torch.Generator().manual_seed(3))
-    assert len(order) == training.steps(5) == 6 and sorted(sum(order[:3], [])) == list(range(5))
+    assert len(order) == training.num_steps(5) == 6 and sorted(sum(order[:3], [])) == list(range(5))
     update = simulate_update(model, images, labels, training, order)
 
     trained = copy.deepcopy(model)
@@ -71,10 +71,22 @@ def test_soft_labels_equal_hard_ones_when_one_hot(batch):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(hard, soft))
 
 
+def test_local_steps_run_through_reshuffled_epochs():
+    """S = 5 steps of 2 over 4 images: two whole epochs (each a permutation) and the first
+    batch of a third."""
+    training = LocalTraining(steps=5, batch_size=2, lr=0.1)
+    order = training.batch_order(4, torch.Generator().manual_seed(0))
+    assert len(order) == training.num_steps(4) == 5
+    assert sorted(order[0] + order[1]) == sorted(order[2] + order[3]) == [0, 1, 2, 3]
+    assert len(order[4]) == 2
+    assert LocalTraining(steps=1, batch_size=1).batch_order(8, torch.Generator()) != []
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"epochs": 0}, "--local-epochs"), ({"batch_size": 0}, "--local-batch-size"),
     ({"lr": 0.0}, "--local-lr"), ({"lr": float("nan")}, "--local-lr"),
-    ({"momentum": -0.5}, "--local-momentum"),
+    ({"momentum": -0.5}, "--local-momentum"), ({"steps": 0}, "--local-steps"),
+    ({"steps": 3, "epochs": 2}, "give --local-epochs or --local-steps, not both"),
 ])
 def test_bad_local_settings_are_one_clear_error(changes, message):
     with pytest.raises(GGLError, match=message):
