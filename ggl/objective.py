@@ -90,6 +90,10 @@ def _exponential_weights(num_layers: int) -> torch.Tensor:
     return weights / num_layers
 
 
+def _pair_exponential_weights(num_layers: int) -> torch.Tensor:
+    return torch.exp(-(torch.arange(num_layers) // 2).float())
+
+
 #: name -> weights(num_layers) -> (L,), in ``model.parameters()`` order
 LAYER_WEIGHTS: Registry[Callable[[int], torch.Tensor]] = Registry("layer weights",
                                                                   "layer weights")
@@ -97,6 +101,8 @@ LAYER_WEIGHTS.add("mean", _mean_weights, "1/L each (GGL's mean over layers)")
 LAYER_WEIGHTS.add("sum", _sum_weights, "1 each (DLG's plain sum)")
 LAYER_WEIGHTS.add("exponential", _exponential_weights,
                   "GGL's ImageNet weights: w[3i:3i+3] /= 2**i for i < 20, then 1/L")
+LAYER_WEIGHTS.add("pair-exponential", _pair_exponential_weights,
+                  "exp(-k) for the k-th (weight, bias) pair from the input (DLF's)")
 
 
 def layer_weights(scheme: str, num_layers: int) -> torch.Tensor:

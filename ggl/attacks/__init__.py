@@ -2,6 +2,7 @@
 from ggl.attacks.analytic import PrecodeAnalytic
 from ggl.attacks.base import Attack, Reconstruction
 from ggl.attacks.dia import DropoutInversion, OracleIG
+from ggl.attacks.dlf import DLF
 from ggl.attacks.latent import GGL
 from ggl.attacks.pixel import DLG, IDLG, IGAdam, InvertingGradients
 from ggl.attacks.weight_update import IGMulti
@@ -9,7 +10,7 @@ from ggl.registry import Registry
 
 #: name -> Attack subclass
 ATTACKS: Registry[type[Attack]] = Registry("attack")
-for _cls in (DLG, IDLG, InvertingGradients, IGAdam, IGMulti, GGL, PrecodeAnalytic,
+for _cls in (DLG, IDLG, InvertingGradients, IGAdam, IGMulti, DLF, GGL, PrecodeAnalytic,
              DropoutInversion, OracleIG):
     ATTACKS.add(_cls.name, _cls, _cls.summary)
 

@@ -41,12 +41,14 @@ class UpdateMatching:
         evaluations: candidate batches scored so far (one per local-training simulation).
     """
 
-    def __init__(self, observation: Observation, distance: str, weights: str, tv: float):
+    def __init__(self, observation: Observation, distance: str, weights: str, tv: float,
+                 order: list[list[int]] | None = None):
         shared = observation.weight_update
         self.model = observation.model
-        # the server does not know the shuffling: candidates run in a fixed order
+        # the server does not know the shuffling: candidates run in a fixed order (or in
+        # ``order``, indices into the candidate batch, e.g. DLF's per-epoch copies)
         self.training = dataclasses.replace(shared.training, shuffle=False)
-        self.order = self.training.batch_order(shared.images, torch.Generator())
+        self.order = order or self.training.batch_order(shared.images, torch.Generator())
         self.target = [u / self.training.lr for u in shared.update]
         self.distance = DISTANCES.choose(distance)
         self.weights = layer_weights(weights, len(self.target)).to(observation.device)
