@@ -103,11 +103,6 @@ def resolve(config: RunConfig) -> RunPlan:
     check_rate(config.dropout)
     device = resolve_device(config.device)
     defenses = tuple(parse_defenses(config.defense, config.d_param))
-    replacing = [d.name for d in defenses if getattr(d, "replaces_gradient", False)]
-    if replacing and config.protocol == "fedavg":
-        raise GGLError(f"--defense {replacing[0]} recomputes one FedSGD gradient from the "
-                       f"data; over a FedAvg client's local steps it is not supported yet "
-                       f"(use --protocol fedsgd, or noise/clipping on the update)")
     if attack_class.needs_dropout and config.protocol == "fedavg":
         raise GGLError(f"--attack {config.attack} models the dropout masks of one FedSGD "
                        f"gradient: use it with --protocol fedsgd")

@@ -88,18 +88,27 @@ def client_share(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         its local steps (``[]`` for FedSGD); the dropout masks it drew (``()`` without).
     """
     client_model = set_dropout(copy.deepcopy(model), True)
+    context = {"model": client_model, "images": images, "labels": labels,
+               # the attack seeds torch.Generator(seed): keep the defense's draws apart
+               "generator": torch.Generator().manual_seed(seed + DEFENSE_SEED_OFFSET)}
+    # a defense that computes the update from the data (DP-SGD, first in its chain) trains
+    # the FedAvg client's local steps itself
+    trainer = defenses[0] if defenses and defenses[0].replaces_gradient else None
     order: list[list[int]] = []
     if local_training is None:
         gradient: Sequence[torch.Tensor] = client_gradient(client_model, images, labels)
     else:
         order = local_training.batch_order(
             len(labels), torch.Generator().manual_seed(seed + SHUFFLE_SEED_OFFSET))
-        gradient = simulate_update(client_model, images, labels, local_training, order)
+        if trainer is not None:
+            gradient = trainer.local_update(client_model, images, labels, local_training,
+                                            order, context)
+        else:
+            gradient = simulate_update(client_model, images, labels, local_training, order)
     masks = recorded_masks(client_model)
-    context = {"model": client_model, "images": images, "labels": labels,
-               # the attack seeds torch.Generator(seed): keep the defense's draws apart
-               "generator": torch.Generator().manual_seed(seed + DEFENSE_SEED_OFFSET)}
     for defense in defenses:
+        if defense is trainer and local_training is not None:
+            continue                          # already the local training
         gradient = defense.apply(gradient, context)
     return tuple(g.detach().clone() for g in gradient), order, masks
 

@@ -58,7 +58,8 @@ class BaseDefense:
     options: ClassVar[dict[str, tuple[Callable[[str], object], object, str]]] = {}
     #: whether ``apply`` is a function of the gradient alone (no random draw)
     deterministic: ClassVar[bool] = True
-    #: whether ``apply`` computes the update from the data itself (must come first in a chain)
+    #: whether ``apply`` computes the update from the data itself (must come first in a
+    #: chain); such a defense also has ``local_update`` for a FedAvg client's local steps
     replaces_gradient: ClassVar[bool] = False
     #: whether the defense changes the victim itself (``wrap_model``; PRECODE)
     wraps_model: ClassVar[bool] = False
