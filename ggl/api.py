@@ -90,13 +90,16 @@ def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
                                    config.seed)
     indices = [pool[i] for i in positions] if pool else positions
     images, labels = data.private_batch(indices)
-    public = torch.stack([data.public[i][0] for i in range(min(PUBLIC_SAMPLE, len(data.public)))])
+    sample = range(min(PUBLIC_SAMPLE, len(data.public)))
+    public = torch.stack([data.public[i][0] for i in sample])
+    public_labels = torch.tensor([int(data.public[i][1]) for i in sample])
     scenario = Scenario(model, images.to(device), labels.to(device),
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
                         defenses=defenses, seed=config.seed, local_training=training,
-                        other_clients=others, federation=facts)
+                        other_clients=others, federation=facts,
+                        local_known=config.local_known, public_labels=public_labels.to(device))
     return scenario, data
 
 
@@ -197,6 +200,9 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "info": reconstruction.info,
         "federation": federation,
+        "server_local_training": None if observation.weight_update is None else {
+            **asdict(observation.weight_update.training),
+            "estimated": list(observation.weight_update.estimated)},
         "loss_history": downsample(reconstruction.history),
         "versions": library_versions(),
     }

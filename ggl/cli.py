@@ -135,6 +135,11 @@ def _parse_extra(pairs: tuple[str, ...], attack: str) -> dict:
               help="FedAvg: SGD momentum.")
 @click.option("--local-weight-decay", type=float, default=0.0, show_default=True,
               help="FedAvg: SGD weight decay.")
+@click.option("--local-known/--local-estimated", "local_known", default=True,
+              show_default=True,
+              help="FedAvg: the server knows the client's local hyperparameters, or only "
+                   "its schedule (epochs/steps, batch size, N) and estimates the lr from the "
+                   "update's norm (momentum and weight decay taken as 0).")
 @click.option("--clients", type=int, default=1, show_default=True,
               help="FedAvg: clients sharing the private split; rounds before --target-round "
                    "train the global model on all of them.")

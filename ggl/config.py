@@ -27,7 +27,8 @@ class RunConfig:
     ``protocol``: ``fedsgd`` (one gradient of the batch) or ``fedavg`` (the client trains
     ``local_epochs`` epochs of SGD over mini-batches of ``local_batch_size`` images, all of
     them when None, or ``local_steps`` steps, and shares its weight update;
-    ``ggl.local_training``). ``clients``, ``rounds``, ``target_round``, ``target_client``,
+    ``ggl.local_training``); ``local_known``: the server knows those hyperparameters, else
+    it knows the schedule and estimates the rest (``estimate_training``). ``clients``, ``rounds``, ``target_round``, ``target_client``,
     ``dirichlet``, ``secure_aggregation``: the federation the client is one of
     (``ggl.federation``; the default, one client in round 1, is a single client).
     """
@@ -71,6 +72,7 @@ class RunConfig:
     local_lr: float = 0.1
     local_momentum: float = 0.0
     local_weight_decay: float = 0.0
+    local_known: bool = True
     clients: int = 1
     rounds: int = 1
     target_round: int | None = None

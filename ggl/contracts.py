@@ -31,12 +31,15 @@ class WeightUpdate:
         images: N, the number of images the client trained on.
         clients: 1, or under secure aggregation the number of clients whose size-weighted
             mean ``update`` is (the server cannot tell the target's part from the rest).
+        estimated: the hyperparameters in ``training`` the server estimated rather than
+            knew (``--local-estimated``); () when it knows them all.
     """
 
     update: tuple[torch.Tensor, ...]
     training: object
     images: int
     clients: int = 1
+    estimated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

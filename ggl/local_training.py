@@ -13,6 +13,7 @@ local step). Tensors are in ``model.parameters()`` order, like every ``Gradients
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -167,3 +168,40 @@ def simulate_updates(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
     with torch.no_grad():
         return list(vmap(one)(images.detach()))
+
+
+#: the hyperparameters ``estimate_training`` estimates (the rest the server knows)
+ESTIMATED = ("lr", "momentum", "weight_decay")
+#: learning rates the server tries when it estimates the client's: 1e-4 .. 1, 16 per decade
+LR_GRID = tuple(10 ** (k / 16) for k in range(-64, 1))
+
+
+def estimate_training(model: nn.Module, update: Sequence[torch.Tensor],
+                      public_images: torch.Tensor, public_labels: torch.Tensor,
+                      known: LocalTraining, images: int) -> LocalTraining:
+    """The server's estimate of a client's local training when it knows only the
+    schedule (``--local-estimated``): epochs or steps, batch size and N, which FedAvg's
+    configuration and aggregation weights give it; momentum and weight decay are taken as
+    0 (plain SGD) and the learning rate is the one of ``LR_GRID`` whose simulated update on
+    N public images (in order) has the norm of the shared ``update``.
+
+    Args:
+        public_images: ``(M, C, H, W)``, cycled when M < N; public_labels: ``(M,)``.
+        known: the client's training; only its epochs, steps and batch size are read.
+    """
+    repeat = -(-images // len(public_labels))
+    stand_in = public_images.repeat(repeat, 1, 1, 1)[:images]
+    stand_in_labels = public_labels.repeat(repeat)[:images]
+    schedule = LocalTraining(epochs=known.epochs, steps=known.steps,
+                             batch_size=known.batch_size, shuffle=False)
+    order = schedule.batch_order(images, torch.Generator())
+    target = torch.log(torch.sqrt(sum(u.double().pow(2).sum() for u in update)))
+    best, best_gap = LR_GRID[0], float("inf")
+    for lr in LR_GRID:
+        trial = dataclasses.replace(schedule, lr=lr)
+        simulated = simulate_update(model, stand_in, stand_in_labels, trial, order)
+        norm = torch.sqrt(sum(u.double().pow(2).sum() for u in simulated))
+        gap = abs(float(torch.log(norm) - target))
+        if gap < best_gap:
+            best, best_gap = lr, gap
+    return dataclasses.replace(schedule, lr=best, shuffle=known.shuffle)

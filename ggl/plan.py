@@ -60,7 +60,8 @@ def _check_protocol(config: RunConfig) -> None:
             raise GGLError("--adaptive with --protocol fedavg is not supported yet: the "
                            "attacker's defense models are written for one gradient")
         return
-    given = [f"--{name.replace('_', '-')}" for name in LOCAL_FIELDS + FEDERATION_FIELDS
+    given = [FLAGS.get(name, f"--{name.replace('_', '-')}")
+             for name in LOCAL_FIELDS + FEDERATION_FIELDS
              if getattr(config, name) != getattr(RunConfig, name)]
     if given:
         raise GGLError(f"{', '.join(given)}: local training and federated rounds are "
@@ -70,7 +71,9 @@ def _check_protocol(config: RunConfig) -> None:
 
 #: RunConfig fields of a FedAvg client's local training
 LOCAL_FIELDS = ("local_epochs", "local_steps", "local_batch_size", "local_lr",
-                "local_momentum", "local_weight_decay")
+                "local_momentum", "local_weight_decay", "local_known")
+#: the flag that sets a field away from its default, where it is not ``--field-name``
+FLAGS = {"local_known": "--local-estimated"}
 #: RunConfig fields of the simulated federation (``ggl.federation``)
 FEDERATION_FIELDS = ("clients", "rounds", "target_round", "target_client", "dirichlet",
                      "secure_aggregation")

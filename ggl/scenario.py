@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ggl.contracts import Defense, Observation, Secret, WeightUpdate
 from ggl.dropout import recorded_masks, set_dropout
 from ggl.errors import GGLError
-from ggl.local_training import LocalTraining, simulate_update
+from ggl.local_training import ESTIMATED, LocalTraining, estimate_training, simulate_update
 
 if TYPE_CHECKING:
     from ggl.federation import OtherClients
@@ -130,6 +130,9 @@ class Scenario:
             summed with this client's before the server sees them.
         federation: facts of the simulated federation for the run's record (None: one
             client in round 1).
+        local_known: the server knows ``local_training``; False: it knows the schedule and
+            estimates the rest from the update and its public images, whose labels
+            ``public_labels`` ``(N,)`` are then needed (``estimate_training``).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -139,7 +142,8 @@ class Scenario:
                  domain: str | None = None, seed: int = 0,
                  local_training: LocalTraining | None = None,
                  other_clients: "OtherClients | None" = None,
-                 federation: dict | None = None):
+                 federation: dict | None = None, local_known: bool = True,
+                 public_labels: torch.Tensor | None = None):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -152,6 +156,8 @@ class Scenario:
         self.local_training = local_training
         self.other_clients = other_clients
         self.federation = federation
+        self.local_known = local_known
+        self.public_labels = public_labels
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
@@ -164,10 +170,15 @@ class Scenario:
             shared = self.other_clients.aggregate(shared, len(self.labels))
         weight_update = None
         if self.local_training is not None:     # what a FedSGD attack reads from an update
+            known = self.local_training
+            if not self.local_known:            # the server's estimate, from public data
+                known = estimate_training(server_model, shared, self.public_images,
+                                          self.public_labels, known, len(self.labels))
             weight_update = WeightUpdate(
-                shared, self.local_training, len(self.labels),
-                clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes))
-            shared = tuple(u / self.local_training.lr for u in shared)
+                shared, known, len(self.labels),
+                clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes),
+                estimated=() if self.local_known else ESTIMATED)
+            shared = tuple(u / known.lr for u in shared)
         observation = Observation(
             model=server_model,
             gradient=shared,

@@ -176,6 +176,7 @@ def test_ig_multi_beats_the_naive_baseline_on_a_multi_step_update():
     ({"attack": "ig-multi"}, "--attack ig-multi inverts a fedavg update"),
     ({"attack": "dia", "dropout": 0.2, "protocol": "fedavg"}, "use it with --protocol fedsgd"),
     ({"protocol": "fedprox"}, "--protocol must be one of fedsgd, fedavg"),
+    ({"local_known": False}, "--local-estimated: local training"),
     ({"protocol": "fedavg", "local_batch_size": 0}, "--local-batch-size"),
     ({"protocol": "fedavg", "attack": "ig-multi", "adaptive": True, "defense": ("noise",)},
      "--adaptive with --protocol fedavg is not supported yet"),
@@ -301,3 +302,36 @@ def test_a_fedavg_run_with_dp_sgd_shares_the_noisy_local_training():
                   local_batch_size=1, local_lr=0.05, batch_size=2, defense=("dpsgd:0.5",))
     assert result.record["defenses"][0]["name"] == "dpsgd"
     assert all(torch.isfinite(u).all() for u in result.observation.weight_update.update)
+
+
+# --- hyperparameters the server estimates (--local-estimated) ----------------------------
+@pytest.mark.parametrize("lr", [0.001, 0.01, 0.1])
+@pytest.mark.parametrize("batch_size", [1, 4, 8])
+def test_the_server_estimates_the_local_lr_from_the_update(mnist, lr, batch_size):
+    """10 steps over 8 private digits: the lr whose simulated update of 8 public digits has
+    the shared update's norm is within 20% of the client's."""
+    from ggl.local_training import estimate_training
+
+    model = build_victim("lenet", 1, 32, 10, seed=0)
+    public = torch.stack([mnist.public[i][0] for i in range(64)])
+    public_labels = torch.tensor([int(mnist.public[i][1]) for i in range(64)])
+    images, labels = mnist.private_batch(list(range(8)))
+    training = LocalTraining(steps=10, batch_size=batch_size, lr=lr, momentum=0.0)
+    order = training.batch_order(8, torch.Generator().manual_seed(0))
+    update = simulate_update(model, images, labels, training, order)
+    estimate = estimate_training(model, update, public, public_labels, training, 8)
+    assert estimate.lr == pytest.approx(lr, rel=0.2)
+    assert (estimate.steps, estimate.batch_size, estimate.momentum) == (10, batch_size, 0.0)
+
+
+def test_a_run_with_estimated_hyperparameters_uses_and_records_the_estimate():
+    result = _run(attack="ig-multi", budget=1, protocol="fedavg", local_steps=10,
+                  local_batch_size=4, local_lr=0.03, local_momentum=0.5, batch_size=8,
+                  index=(0,), local_known=False)
+    shared = result.observation.weight_update
+    assert shared.estimated == ("lr", "momentum", "weight_decay")
+    assert shared.training.momentum == 0.0 and shared.training.lr != 0.03
+    recorded = result.record["server_local_training"]
+    assert recorded["lr"] == shared.training.lr and recorded["estimated"][0] == "lr"
+    for naive, update in zip(result.observation.gradient, shared.update):
+        assert torch.allclose(naive * shared.training.lr, update, atol=1e-6)
