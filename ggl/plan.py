@@ -56,9 +56,6 @@ def _check_protocol(config: RunConfig) -> None:
     if config.protocol == "fedavg":
         config.local_training().check()
         config.federation().check()
-        if config.adaptive:         # the defense's parameters are in update units
-            raise GGLError("--adaptive with --protocol fedavg is not supported yet: the "
-                           "attacker's defense models are written for one gradient")
         return
     given = [FLAGS.get(name, f"--{name.replace('_', '-')}")
              for name in LOCAL_FIELDS + FEDERATION_FIELDS
@@ -106,6 +103,10 @@ def resolve(config: RunConfig) -> RunPlan:
     check_rate(config.dropout)
     device = resolve_device(config.device)
     defenses = tuple(parse_defenses(config.defense, config.d_param))
+    if config.adaptive and config.protocol == "fedavg" and any(
+            d.replaces_gradient for d in defenses):
+        raise GGLError(f"--adaptive models {defenses[0].name} on one gradient; over a FedAvg "
+                       f"client's local steps it is not modelled (leave out --adaptive)")
     if attack_class.needs_dropout and config.protocol == "fedavg":
         raise GGLError(f"--attack {config.attack} models the dropout masks of one FedSGD "
                        f"gradient: use it with --protocol fedsgd")

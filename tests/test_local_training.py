@@ -178,8 +178,12 @@ def test_ig_multi_beats_the_naive_baseline_on_a_multi_step_update():
     ({"protocol": "fedprox"}, "--protocol must be one of fedsgd, fedavg"),
     ({"local_known": False}, "--local-estimated: local training"),
     ({"protocol": "fedavg", "local_batch_size": 0}, "--local-batch-size"),
-    ({"protocol": "fedavg", "attack": "ig-multi", "adaptive": True, "defense": ("noise",)},
-     "--adaptive with --protocol fedavg is not supported yet"),
+    ({"protocol": "fedavg", "attack": "ig-adam", "adaptive": True, "defense": ("noise",)},
+     "--adaptive with --protocol fedavg models the defense on the weight update"),
+    ({"protocol": "fedavg", "attack": "ggl", "adaptive": True, "defense": ("noise",),
+      "extra": {"update": "naive"}}, "models the defense on the weight update"),
+    ({"protocol": "fedavg", "attack": "ig-multi", "adaptive": True, "defense": ("dpsgd",)},
+     "over a FedAvg client's local steps it is not modelled"),
 ])
 def test_fedavg_settings_that_do_not_fit_are_refused_before_any_work(changes, message):
     from ggl import RunConfig
@@ -335,3 +339,48 @@ def test_a_run_with_estimated_hyperparameters_uses_and_records_the_estimate():
     assert recorded["lr"] == shared.training.lr and recorded["estimated"][0] == "lr"
     for naive, update in zip(result.observation.gradient, shared.update):
         assert torch.allclose(naive * shared.training.lr, update, atol=1e-6)
+
+
+# --- --adaptive on a weight update --------------------------------------------------------
+def _clipped_observation(mnist, defense):
+    from ggl.contracts import Observation, WeightUpdate
+    from ggl.defenses import parse_defenses
+
+    model = build_victim("lenet", 1, 32, 10, seed=0)
+    images, labels = mnist.private_batch([3, 4])
+    training = LocalTraining(epochs=1, batch_size=1, lr=0.05, shuffle=False)
+    order = training.batch_order(2, torch.Generator())
+    chain = parse_defenses((defense,))
+    update = tuple(simulate_update(model, images, labels, training, order))
+    shared = tuple(chain[0].apply(update, {"generator": torch.Generator().manual_seed(0)}))
+    observation = Observation(model=model, gradient=tuple(u / 0.05 for u in shared),
+                              batch_size=2, image_shape=(1, 32, 32), num_classes=10,
+                              mean=(0.5,), std=(0.5,), defenses=tuple(chain),
+                              weight_update=WeightUpdate(shared, training, 2))
+    return observation, images, labels
+
+
+def test_adaptive_attacks_clip_the_simulated_update_as_the_client_clipped_its_own(mnist):
+    """The client clipped its update to norm 0.01 (in update units): modelled, the
+    truth's simulated update clipped the same way is the shared one (L2 loss 0); not
+    modelled, the truth scores far from it."""
+    from ggl.attacks.weight_update import IGMulti
+
+    observation, images, labels = _clipped_observation(mnist, "clipping:0.01")
+    modelled = IGMulti(adaptive=True).matching_objective(
+        observation, distance="l2", layer_weights="sum", tv=0.0)
+    ignored = IGMulti(adaptive=False).matching_objective(
+        observation, distance="l2", layer_weights="sum", tv=0.0)
+    assert modelled(images.unsqueeze(0), labels).item() == pytest.approx(0.0, abs=1e-8)
+    assert ignored(images.unsqueeze(0), labels).item() > 1e-3
+
+
+def test_adaptive_attacks_score_by_the_noise_likelihood_of_the_update(mnist):
+    from ggl.attacks.weight_update import IGMulti
+
+    observation, images, labels = _clipped_observation(mnist, "noise:0.001")
+    objective = IGMulti(adaptive=True).matching_objective(
+        observation, distance="cosine", layer_weights="mean", tv=0.0)
+    assert objective.likelihood is not None
+    truth = objective(images.unsqueeze(0), labels).item()
+    assert truth < objective(torch.zeros_like(images).unsqueeze(0), labels).item()

@@ -87,6 +87,15 @@ class Attack:
         if self.needs_protocol not in (None, protocol):
             raise GGLError(f"--attack {self.name} inverts a {self.needs_protocol} update: add "
                            f"--protocol {self.needs_protocol}")
+        if protocol == "fedavg" and self.adaptive and not self.simulates_updates():
+            raise GGLError(f"--adaptive with --protocol fedavg models the defense on the "
+                           f"weight update, which --attack {self.name} reads as one gradient "
+                           f"(update / lr): use ig-multi, dlf or ggl")
+
+    def simulates_updates(self) -> bool:
+        """Whether the attack scores candidates by their simulated FedAvg update
+        (:meth:`update_objective`) rather than reading the update as a gradient."""
+        return self.needs_protocol == "fedavg"
 
     def reconstruct(self, observation: Observation, progress: Progress | None = None
                     ) -> Reconstruction:
@@ -115,8 +124,25 @@ class Attack:
             return None
         from ggl.defenses import model_chain
 
-        return model_chain(observation.defenses, observation.gradient,
-                           known=self.defense_known, batch_size=observation.batch_size)
+        # a FedAvg client defends its update: the defense's parameters are in its units
+        shared = observation.weight_update
+        observed = observation.gradient if shared is None else shared.update
+        return model_chain(observation.defenses, observed, known=self.defense_known,
+                           batch_size=observation.batch_size)
+
+    def update_objective(self, observation: Observation, *, distance: str, layer_weights: str,
+                         tv: float, order: list[list[int]] | None = None):
+        """The FedAvg counterpart of :meth:`matching_objective`: candidates scored by their
+        simulated weight update (``ggl.attacks.weight_update.UpdateMatching``), the
+        defense modelled on the update with ``adaptive``."""
+        from ggl.attacks.weight_update import UpdateMatching
+
+        if observation.weight_update is None:
+            raise GGLError(f"--attack {self.name} inverts a FedAvg weight update: add "
+                           f"--protocol fedavg")
+        self.modelled_defense = self.defense_model(observation)
+        return UpdateMatching(observation, distance, layer_weights, tv, order=order,
+                              defense=self.modelled_defense)
 
     def matching_objective(self, observation: Observation, *, distance: str,
                            layer_weights: str, tv: float, path: str = "auto",

@@ -96,11 +96,14 @@ class EpochCopiesMatching:
         evaluations: simulations of the local training run so far.
     """
 
-    def __init__(self, observation: Observation, options: "DLFOptions", seed: int):
+    def __init__(self, observation: Observation, options: "DLFOptions", seed: int,
+                 matching=None):
+        """``matching(order)`` builds the update distance for a batch order (default: an
+        :class:`UpdateMatching` without a defense model)."""
         shared = observation.weight_update
         order, self.copies, self.complete = epoch_copy_order(shared.training, shared.images)
-        self.matching = UpdateMatching(observation, options.distance, options.layer_weights,
-                                       tv=0.0, order=order)
+        self.matching = (matching or (lambda order: UpdateMatching(
+            observation, options.distance, options.layer_weights, tv=0.0, order=order)))(order)
         self.options = options
         self.low, self.high = observation.pixel_bounds()
         self.projection = None
@@ -208,9 +211,11 @@ class DLF(InvertingGradients):
         return super()._scheduler(optimizer)
 
     def matching_objective(self, observation: Observation, **_) -> EpochCopiesMatching:
-        if observation.weight_update is None:
-            raise GGLError("--attack dlf inverts a FedAvg weight update: add --protocol fedavg")
-        self._objective = EpochCopiesMatching(observation, self.options, self.seed)
+        o = self.options
+        self._objective = EpochCopiesMatching(
+            observation, o, self.seed, matching=lambda order: self.update_objective(
+                observation, distance=o.distance, layer_weights=o.layer_weights, tv=0.0,
+                order=order))
         return self._objective
 
     # the first copy is IG's image variable; the other epochs' copies are extra variables

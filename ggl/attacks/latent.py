@@ -252,6 +252,9 @@ class GGL(Attack):
         return prior.to(observation.device).bind(observation.image_shape, observation.mean,
                                                  observation.std)
 
+    def simulates_updates(self) -> bool:
+        return self.options.update == "simulate"
+
     def check_protocol(self, protocol: str) -> None:
         super().check_protocol(protocol)
         if protocol == "fedavg" and self.options.update == "simulate" and self.options.holdout:
@@ -263,10 +266,8 @@ class GGL(Attack):
         each candidate's simulated update (:class:`ggl.attacks.weight_update.UpdateMatching`)."""
         if observation.weight_update is None or self.options.update == "naive":
             return super().matching_objective(observation, **settings)
-        from ggl.attacks.weight_update import UpdateMatching
-
-        return UpdateMatching(observation, settings["distance"], settings["layer_weights"],
-                              settings["tv"])
+        return self.update_objective(observation, distance=settings["distance"],
+                                     layer_weights=settings["layer_weights"], tv=settings["tv"])
 
     def _reconstruct(self, observation: Observation, progress: Progress) -> Reconstruction:
         o = self.options

@@ -23,7 +23,6 @@ import torch
 
 from ggl.attacks.pixel import IGOptions, InvertingGradients
 from ggl.contracts import Observation
-from ggl.errors import GGLError
 from ggl.local_training import simulate_update, simulate_updates
 from ggl.objective import DISTANCES, layer_weights, total_variation, vmappable
 
@@ -42,7 +41,7 @@ class UpdateMatching:
     """
 
     def __init__(self, observation: Observation, distance: str, weights: str, tv: float,
-                 order: list[list[int]] | None = None):
+                 order: list[list[int]] | None = None, defense=None):
         shared = observation.weight_update
         self.model = observation.model
         # the server does not know the shuffling: candidates run in a fixed order (or in
@@ -52,6 +51,15 @@ class UpdateMatching:
         self.target = [u / self.training.lr for u in shared.update]
         self.distance = DISTANCES.choose(distance)
         self.weights = layer_weights(weights, len(self.target)).to(observation.device)
+        # --adaptive: the defense modelled on the simulated update, in update units; against
+        # noise its likelihood of the shared update replaces the distance
+        self.transform = None if defense is None else defense.transform
+        self.likelihood = None if defense is None else defense.likelihood
+        self.shared = [u.detach() for u in shared.update]
+        if defense is not None and defense.dropped_layers:
+            self.weights[list(defense.dropped_layers)] = 0
+        if self.likelihood is not None:
+            self.weights = torch.ones_like(self.weights)
         self.tv = tv
         self.batchable = vmappable(self.model)   # no train-mode BatchNorm
         self.evaluations = 0
@@ -63,20 +71,27 @@ class UpdateMatching:
             return "simulated local training, batched over candidates (vmap)"
         return "simulated local training, one candidate at a time"
 
+    def _loss(self, updates: list[torch.Tensor]) -> torch.Tensor:
+        """``(P,)`` losses of simulated updates, one ``(P, *shape)`` tensor per parameter."""
+        if self.transform is not None:
+            updates = self.transform(updates)
+        if self.likelihood is not None:
+            return self.likelihood(updates, self.shared, self.weights)
+        return self.distance([u / self.training.lr for u in updates], self.target,
+                             self.weights)
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         differentiable = torch.is_grad_enabled()
         if not differentiable and len(images) > 1 and self.batchable:
-            updates = simulate_updates(self.model, images, labels, self.training, self.order)
-            loss = self.distance([u / self.training.lr for u in updates], self.target,
-                                 self.weights)
+            loss = self._loss(simulate_updates(self.model, images, labels, self.training,
+                                               self.order))
         else:
             losses = []
             for batch in images:
                 with torch.enable_grad():
                     update = simulate_update(self.model, batch, labels, self.training,
                                              self.order, create_graph=differentiable)
-                trial = [(u / self.training.lr).unsqueeze(0) for u in update]
-                losses.append(self.distance(trial, self.target, self.weights)[0])
+                losses.append(self._loss([u.unsqueeze(0) for u in update])[0])
             loss = torch.stack(losses)
         self.evaluations += len(images)
         return loss + self.tv * total_variation(images) if self.tv else loss
@@ -100,7 +115,5 @@ class IGMulti(InvertingGradients):
     def matching_objective(self, observation: Observation, *, distance: str,
                            layer_weights: str, tv: float, path: str = "auto",
                            chunk_size: int | None = None) -> UpdateMatching:
-        if observation.weight_update is None:
-            raise GGLError("--attack ig-multi inverts a FedAvg weight update: add "
-                           "--protocol fedavg")
-        return UpdateMatching(observation, distance, layer_weights, tv)
+        return self.update_objective(observation, distance=distance,
+                                     layer_weights=layer_weights, tv=tv)
