@@ -65,30 +65,16 @@ def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
     train_victim(model, data.public, config.victim_steps, seed=config.seed, device=device)
     training = config.local_training() if config.protocol == "fedavg" else None
     federation = config.federation()
-    others, facts, pool = None, None, None
+    others, facts = None, None
     if federation.simulated:       # the global model of the target round, trained by FedAvg
-        from ggl.federation import accuracy, split_clients, train_rounds
+        from ggl.federation import target_round
 
-        private_labels = torch.tensor([int(data.private[i][1])
-                                       for i in range(len(data.private))])
-        shares = split_clients(private_labels, federation.clients, federation.dirichlet,
-                               config.seed)
-        pool = shares[federation.target_client]
-        # the batch is checked before any round is trained
-        positions = choose_indices(len(pool), config.batch_size, config.index, config.seed,
-                                   f"client {federation.target_client}'s share of "
-                                   f"{federation.describe()}")
-        model, others = train_rounds(model, data.private, shares, federation, training,
-                                     defenses, config.seed, device)
-        facts = {"setting": federation.describe(),
-                 "share_sizes": [len(share) for share in shares],
-                 "target_share_labels": private_labels[pool].bincount(
-                     minlength=data.num_classes).tolist(),
-                 "global_accuracy_public": accuracy(model, data.public, device)}
-    if pool is None:
-        positions = choose_indices(len(data.private), config.batch_size, config.index,
-                                   config.seed)
-    indices = [pool[i] for i in positions] if pool else positions
+        model, indices, others, facts = target_round(
+            model, data, federation, training, defenses, batch_size=config.batch_size,
+            index=config.index, seed=config.seed, device=device)
+    else:
+        indices = choose_indices(len(data.private), config.batch_size, config.index,
+                                 config.seed)
     images, labels = data.private_batch(indices)
     sample = range(min(PUBLIC_SAMPLE, len(data.public)))
     public = torch.stack([data.public[i][0] for i in sample])

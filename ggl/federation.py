@@ -204,3 +204,33 @@ def train_rounds(model: nn.Module, private, shares: list[list[int]], federation:
                           client_seed(seed, round_, k, federation.clients))[0] for k in rest],
             [sizes[k] for k in rest])
     return model, others
+
+
+def target_round(model: nn.Module, data, federation: Federation, training: LocalTraining,
+                 defenses: Sequence[Defense], *, batch_size: int, index: Sequence[int],
+                 seed: int, device: torch.device
+                 ) -> tuple[nn.Module, list[int], OtherClients | None, dict]:
+    """Everything before the attacked update: the split of ``data.private``, the target's
+    batch (``batch_size`` images of its share, ``index`` counting inside the share; checked
+    before any round is trained), FedAvg rounds 1 .. t-1 from ``model``.
+
+    Returns:
+        ``(global model of round t, the batch's private indices, the other clients'
+        round-t updates under secure aggregation or None, facts for the run's record)``.
+    """
+    from ggl.scenario import choose_indices
+
+    labels = torch.tensor([int(data.private[i][1]) for i in range(len(data.private))])
+    shares = split_clients(labels, federation.clients, federation.dirichlet, seed)
+    share = shares[federation.target_client]
+    positions = choose_indices(len(share), batch_size, index, seed,
+                               f"client {federation.target_client}'s share of "
+                               f"{federation.describe()}")
+    model, others = train_rounds(model, data.private, shares, federation, training,
+                                 defenses, seed, device)
+    facts = {"setting": federation.describe(),
+             "share_sizes": [len(s) for s in shares],
+             "target_share_labels": labels[share].bincount(
+                 minlength=data.num_classes).tolist(),
+             "global_accuracy_public": accuracy(model, data.public, device)}
+    return model, [share[i] for i in positions], others, facts

@@ -410,3 +410,14 @@ exclude:
                                        r"valid keys: attack, defense"):
         parse_sweep("grid:\n  attack: [idlg]\n  defense: [none]\nexclude:\n  - {seed: 1}\n",
                     tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_shipped_sweep_config_is_valid(path):
+    """The configs experiments/README.md tells users to run parse and validate every cell
+    (a renamed option or attack would otherwise surface only when someone runs them)."""
+    from ggl.study.spec import parse_sweep
+
+    sweep = parse_sweep(path.read_text(), path)
+    assert sweep.cells
