@@ -88,13 +88,14 @@ def sgd_step(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
     """One step of ``torch.optim.SGD``'s rule: ``d = g + wd * w``; with momentum
     ``v = d`` on the first step, ``v = momentum * v + d`` after; ``w = w - lr * (v or d)``.
     Returns the new weights and velocity (None without momentum)."""
-    moves = [g + training.weight_decay * w if training.weight_decay else g
+    # torch.add(..., alpha=) as torch.optim.SGD writes it, so both round alike (bit for bit)
+    moves = [torch.add(g, w, alpha=training.weight_decay) if training.weight_decay else g
              for g, w in zip(grads, weights)]
     if training.momentum:
         velocity = moves if velocity is None else \
-            [training.momentum * v + m for v, m in zip(velocity, moves)]
+            [torch.add(training.momentum * v, m) for v, m in zip(velocity, moves)]
         moves = velocity
-    return [w - training.lr * m for w, m in zip(weights, moves)], velocity
+    return [torch.add(w, m, alpha=-training.lr) for w, m in zip(weights, moves)], velocity
 
 
 def simulate_update(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
