@@ -93,7 +93,8 @@ def client_share(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                "generator": torch.Generator().manual_seed(seed + DEFENSE_SEED_OFFSET)}
     # a defense that computes the update from the data (DP-SGD, first in its chain) trains
     # the FedAvg client's local steps itself
-    trainer = defenses[0] if defenses and defenses[0].replaces_gradient else None
+    trainer = defenses[0] if defenses and getattr(defenses[0], "replaces_gradient", False) \
+        else None
     order: list[list[int]] = []
     if local_training is None:
         gradient: Sequence[torch.Tensor] = client_gradient(client_model, images, labels)
@@ -125,7 +126,8 @@ class Scenario:
         domain: the dataset name, known to the server (picks GGL's default prior).
         seed: seeds the defenses' random draws (noise, masks), on a stream of its own.
         local_training: FedAvg: the client trains locally and shares ``w0 - wE`` (the
-            server knows these hyperparameters); ``None``: FedSGD, one gradient.
+            server knows these hyperparameters unless ``local_known`` is False);
+            ``None``: FedSGD, one gradient.
         other_clients: secure aggregation (``ggl.federation``): the round's other updates,
             summed with this client's before the server sees them.
         federation: facts of the simulated federation for the run's record (None: one
