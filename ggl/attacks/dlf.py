@@ -163,8 +163,8 @@ class DLFOptions(IGOptions):
     prior 2, the order-invariant prior at 1000, data factor 1 -> 2, N(0, 1) init, no
     pixel box (the clip prior replaces it). The prior's statistic is the elementwise max
     of random-convolution features (``l2_max_conv``, seed 001's choice; the authors'
-    scripts also use ``l2_mean``): on LeNet/MNIST, 5 epochs of 2 steps, it gave 10.4 dB
-    where the mean image gave 8.4 and no prior 8.0 (experiments/README.md)."""
+    scripts also use ``l2_mean``): on LeNet/MNIST, 5 epochs of 2 steps, it gave 9.6 dB
+    where the mean image gave 8.1 and no prior 8.2 (experiments/benchmarks/dlf_prior.py)."""
 
     budget: int = 400
     lr: float = 0.4
