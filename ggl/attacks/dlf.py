@@ -232,6 +232,8 @@ class DLF(InvertingGradients):
         return objective(copies, labels)
 
     def _extra_info(self, extras: list[torch.Tensor]) -> dict:
+        # IG's loop hands over the best restart's extra variables only here: keep the other
+        # epochs' copies for _reconstruct, which averages them with the first
         self._best_extras = extras
         objective = self._objective
         return {"epoch_copies": objective.copies, "averaged_copies": max(1, objective.complete),
