@@ -55,7 +55,13 @@ def _check_protocol(config: RunConfig) -> None:
                        f"{config.protocol!r}")
     if config.protocol == "fedavg":
         config.local_training().check()
-        config.federation().check()
+        federation = config.federation().check()
+        batch = config.local_batch_size
+        if batch is not None and batch > config.batch_size and federation.clients == 1:
+            raise GGLError(f"--local-batch-size {batch} is larger than the client's "
+                           f"--batch-size {config.batch_size} images: give at most "
+                           f"{config.batch_size}, or leave it out (one step per epoch over "
+                           f"all of them)")
         return
     given = [FLAGS.get(name, f"--{name.replace('_', '-')}")
              for name in LOCAL_FIELDS + FEDERATION_FIELDS

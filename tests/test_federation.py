@@ -113,7 +113,7 @@ def test_secure_aggregation_hides_the_individual_update():
 
 
 def test_one_client_in_round_one_is_the_single_client_of_before():
-    single = _run(clients=1, rounds=1, dirichlet=None, index=(3,))
+    single = _run(clients=1, rounds=1, dirichlet=None, index=(3,), local_batch_size=1)
     assert single.record["federation"] is None
     assert single.secret.indices == (3, 4)
 

@@ -182,6 +182,8 @@ def test_ig_multi_beats_the_naive_baseline_on_a_multi_step_update():
     ({"protocol": "fedprox"}, "--protocol must be one of fedsgd, fedavg"),
     ({"local_known": False}, "--local-estimated: local training"),
     ({"protocol": "fedavg", "local_batch_size": 0}, "--local-batch-size"),
+    ({"protocol": "fedavg", "local_batch_size": 4, "batch_size": 2},
+     "--local-batch-size 4 is larger than the client's --batch-size 2 images"),
     ({"protocol": "fedavg", "attack": "ig-adam", "adaptive": True, "defense": ("noise",)},
      "--adaptive with --protocol fedavg models the defense on the weight update"),
     ({"protocol": "fedavg", "attack": "ggl", "adaptive": True, "defense": ("noise",),
