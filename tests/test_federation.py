@@ -92,9 +92,10 @@ def test_later_rounds_attack_a_trained_model(mnist):
         last.record["federation"]["global_accuracy_public"]
 
 
-def test_secure_aggregation_hides_the_individual_update():
-    """The server sees the size-weighted mean of all four clients' updates: not the
-    target's, and exactly what the other clients' and the target's updates average to."""
+def test_secure_aggregation_hides_the_individual_update(mnist):
+    """The server sees the size-weighted mean of all four clients' round-3 updates: not the
+    target's, but exactly what the target's update and the other three (each recomputed
+    here from its whole share and its own seed) average to."""
     plain = _run(target_client=1)
     hidden = _run(target_client=1, secure_aggregation=True)
     assert hidden.observation.weight_update.clients == 4
@@ -102,14 +103,15 @@ def test_secure_aggregation_hides_the_individual_update():
     target = plain.observation.weight_update.update
     seen = hidden.observation.weight_update.update
     assert not torch.allclose(seen[0], target[0], atol=1e-4)
-    # take the target's part out of what the server saw: the rest is the other clients'
-    n, total = 2, sum(hidden.record["federation"]["share_sizes"]) - \
-        hidden.record["federation"]["share_sizes"][1] + 2
-    rest = [(s * total - n * t) / (total - n) for s, t in zip(seen, target)]
-    assert all(torch.isfinite(r).all() for r in rest)
-    others = OtherClients([tuple(rest)], [total - n])
-    for a, b in zip(others.aggregate(target, n), seen):
-        assert torch.allclose(a, b, atol=1e-6)
+    shares, data = _shares_and_data(mnist)
+    training = LocalTraining(batch_size=10, lr=0.1)
+    model = hidden.observation.model                   # round 3's global model
+    rest = [k for k in range(4) if k != 1]
+    others = OtherClients(
+        [client_share(model, *data[k], training, (), client_seed(0, 3, k, 4))[0]
+         for k in rest], [len(shares[k]) for k in rest])
+    for expected, shared in zip(others.aggregate(target, 2), seen):
+        assert torch.allclose(expected, shared, atol=1e-6)
 
 
 def test_one_client_in_round_one_is_the_single_client_of_before():
