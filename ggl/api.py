@@ -149,7 +149,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
     """
     started = time.perf_counter()
     plan = config if isinstance(config, RunPlan) else resolve(config)
-    config, attack, device = plan.config, plan.attack, plan.device
+    config, attack = plan.config, plan.attack
     out = output_folder(config, overwrite) if write else None
     # model-internal draws (PRECODE's bottleneck, dropout) use torch's global generator
     torch.manual_seed(config.seed)
@@ -164,19 +164,37 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
     if getattr(attack, "uses_secret_masks", False):     # an oracle baseline (wiig), labelled
         attack.secret_masks = secret.dropout_masks      # as such in its run.json
     reconstruction = attack.reconstruct(observation, progress)
+    record = run_record(plan, observation, reconstruction, secret, data,
+                        started=started, control=control, federation=federation,
+                        lpips_metric=lpips_metric)
+    if write:
+        write_run(out, record, reconstruction, secret, data)
+    return RunResult(record, reconstruction, observation, secret, out)
+
+
+def run_record(plan: RunPlan, observation: Observation, reconstruction: Reconstruction,
+               secret: Secret | None, data: ImageData, *, started: float,
+               control: dict | None = None, federation: dict | None = None,
+               lpips_metric: LPIPS | None = None) -> dict:
+    """run.json's record of one attack; without a ``secret`` (a real deployment's update,
+    ``ggl.flower``) nothing is scored and ``metrics`` is None."""
+    config, attack, device = plan.config, plan.attack, plan.device
     scoring_started = time.perf_counter()
-    if lpips_metric is not None:
-        lpips_metric.net.to(device)
-    scores = honest_score(observation, reconstruction, secret, data, device, lpips_metric)
-    record = {
+    scores = None
+    if secret is not None:
+        if lpips_metric is not None:
+            lpips_metric.net.to(device)
+        scores = honest_score(observation, reconstruction, secret, data, device, lpips_metric)
+    return {
         "config": config.to_dict(),
         "defenses": plan.defense_records(),
-        "control": control,
+        "control": control or {"kind": "none"},
         "attack_options": asdict(attack.options),
-        "private_indices": list(secret.indices),
-        "true_labels": secret.labels.tolist(),
-        "recovered_labels": reconstruction.labels[torch.as_tensor(scores.matching)].tolist(),
-        "metrics": asdict(scores),
+        "private_indices": None if secret is None else list(secret.indices),
+        "true_labels": None if secret is None else secret.labels.tolist(),
+        "recovered_labels": (reconstruction.labels if scores is None else
+                             reconstruction.labels[torch.as_tensor(scores.matching)]).tolist(),
+        "metrics": None if scores is None else asdict(scores),
         "loss": reconstruction.loss,
         "evaluations": reconstruction.evaluations,
         "iterations": reconstruction.iterations,
@@ -192,14 +210,20 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
         "loss_history": downsample(reconstruction.history),
         "versions": library_versions(),
     }
-    if write:
-        matched = reconstruction.images[torch.as_tensor(scores.matching, device=device)]
-        frames = [(i, images[torch.as_tensor(scores.matching)])
-                  for i, images in reconstruction.snapshots]
-        record["files"] = save_images(out, secret.images, matched, frames, data.mean, data.std)
-        record["files"].append("run.json")
-        atomic_write_json(out / "run.json", record)
-    return RunResult(record, reconstruction, observation, secret, out)
+
+
+def write_run(out: Path, record: dict, reconstruction: Reconstruction, secret: Secret | None,
+              data: ImageData) -> None:
+    """The run's files in ``out``: the images (originals beside the matched reconstruction
+    where a secret exists) and run.json, written last (atomically)."""
+    matching = record["metrics"]["matching"] if record["metrics"] else \
+        list(range(len(reconstruction.images)))
+    order = torch.as_tensor(matching, device=reconstruction.images.device)
+    frames = [(i, images[torch.as_tensor(matching)]) for i, images in reconstruction.snapshots]
+    record["files"] = save_images(out, None if secret is None else secret.images,
+                                  reconstruction.images[order], frames, data.mean, data.std)
+    record["files"].append("run.json")
+    atomic_write_json(out / "run.json", record)
 
 
 #: the metrics a control is compared on: "leak over control" = attack - control

@@ -112,17 +112,21 @@ def atomic_save_image(image, path: Path, **kwargs) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_images(out: str | Path, original: torch.Tensor, reconstruction: torch.Tensor,
+def save_images(out: str | Path, original: torch.Tensor | None, reconstruction: torch.Tensor,
                 snapshots: Sequence[tuple[int, torch.Tensor]], mean, std) -> list[str]:
-    """Write ``original.png``, ``reconstruction.png`` and ``progress.gif`` into ``out``.
+    """Write ``original.png`` (unless ``original`` is None: no ground truth),
+    ``reconstruction.png`` and ``progress.gif`` into ``out``.
 
     ``reconstruction`` must already be in the originals' (matched) order. Returns the names.
     """
     out = Path(out)
-    atomic_save_image(image_grid(to_unit_range(original, mean, std)), out / "original.png")
+    names = []
+    if original is not None:
+        atomic_save_image(image_grid(to_unit_range(original, mean, std)), out / "original.png")
+        names.append("original.png")
     atomic_save_image(image_grid(to_unit_range(reconstruction, mean, std)),
                        out / "reconstruction.png")
-    names = ["original.png", "reconstruction.png"]
+    names.append("reconstruction.png")
     if snapshots:
         frames = [image_grid(to_unit_range(images, mean, std)).convert("P")
                   for _, images in snapshots]

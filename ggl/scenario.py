@@ -114,6 +114,43 @@ def client_share(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return tuple(g.detach().clone() for g in gradient), order, masks
 
 
+def server_observation(server_model: nn.Module, shared: Sequence[torch.Tensor], *,
+                       images: int, image_shape: tuple[int, int, int], num_classes: int,
+                       mean: Sequence[float], std: Sequence[float],
+                       labels: torch.Tensor | None, defenses: Sequence[Defense],
+                       public_images: torch.Tensor | None, domain: str | None,
+                       local_training: LocalTraining | None, local_known: bool = True,
+                       public_labels: torch.Tensor | None = None,
+                       clients: int = 1) -> Observation:
+    """The server's view of a shared update (a simulated client's, or one captured from a
+    real FL run, ``ggl.flower``).
+
+    Args:
+        server_model: the model the server sent, in the mode the client used.
+        shared: FedSGD: the gradient; FedAvg (``local_training`` given): ``w0 - wE``, one
+            tensor per parameter of ``server_model.parameters()``.
+        images: N, the images behind the update; labels ``(N,)`` only when known.
+        local_training: what the server knows of the client's local training (None:
+            FedSGD); with ``local_known`` False it estimates the rest from the update and
+            its public images (labelled by ``public_labels``).
+        clients: 1, or the number of clients whose aggregate ``shared`` is.
+    """
+    weight_update = None
+    if local_training is not None:          # what a FedSGD attack reads from an update
+        known = local_training
+        if not local_known:                 # the server's estimate, from public data
+            known = estimate_training(server_model, shared, public_images, public_labels,
+                                      known, images)
+        weight_update = WeightUpdate(tuple(shared), known, images, clients=clients,
+                                     estimated=() if local_known else ESTIMATED)
+        shared = tuple(u / known.lr for u in shared)
+    return Observation(model=server_model, gradient=tuple(shared), batch_size=images,
+                       image_shape=tuple(image_shape), num_classes=num_classes,
+                       mean=tuple(mean), std=tuple(std), labels=labels,
+                       defenses=tuple(defenses), public_images=public_images,
+                       domain=domain, weight_update=weight_update)
+
+
 class Scenario:
     """One federated client holding a private batch, and the server's view of its update.
 
@@ -170,30 +207,15 @@ class Scenario:
                                             self.local_training, self.defenses, self.seed)
         if self.other_clients is not None:       # secure aggregation: only the aggregate
             shared = self.other_clients.aggregate(shared, len(self.labels))
-        weight_update = None
-        if self.local_training is not None:     # what a FedSGD attack reads from an update
-            known = self.local_training
-            if not self.local_known:            # the server's estimate, from public data
-                known = estimate_training(server_model, shared, self.public_images,
-                                          self.public_labels, known, len(self.labels))
-            weight_update = WeightUpdate(
-                shared, known, len(self.labels),
-                clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes),
-                estimated=() if self.local_known else ESTIMATED)
-            shared = tuple(u / known.lr for u in shared)
-        observation = Observation(
-            model=server_model,
-            gradient=shared,
-            batch_size=len(self.labels),
-            image_shape=tuple(self.images.shape[1:]),
-            num_classes=self.num_classes,
+        observation = server_observation(
+            server_model, shared, images=len(self.labels),
+            image_shape=tuple(self.images.shape[1:]), num_classes=self.num_classes,
             mean=self.mean, std=self.std,
             labels=self.labels.clone() if self.known_labels else None,
-            defenses=tuple(self.defenses),
-            public_images=self.public_images,
-            domain=self.domain,
-            weight_update=weight_update,
-        )
+            defenses=self.defenses, public_images=self.public_images,
+            public_labels=self.public_labels, domain=self.domain,
+            local_training=self.local_training, local_known=self.local_known,
+            clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes))
         secret = Secret(self.images.clone(), self.labels.clone(), self.indices,
                         tuple(m.clone() for m in masks), tuple(map(tuple, order)))
         return observation, secret
