@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import click
 
@@ -214,22 +215,11 @@ def run(extra, quiet, control, overwrite, as_json, **options):
     """
     from tqdm import tqdm
 
-    from dataclasses import fields
-
     from ggl.api import run as run_attack, run_with_control, summary_lines
-    from ggl.config import RunConfig
     from ggl.plan import resolve
     from ggl.results import strict_json
 
-    options["index"] = tuple(options["index"])
-    options["defense"] = tuple(options["defense"])
-    extra = _parse_extra(extra, options["attack"])
-    run_fields = {f.name for f in fields(RunConfig)}
-    for name in [name for name in options if name not in run_fields]:
-        value = options.pop(name)           # an attack's own flag (--ng_method, --kl, ...)
-        if value is not None:               # travels like a --set one
-            extra[name] = value
-    plan = resolve(RunConfig(extra=extra, **options))
+    plan = resolve(_run_config(options, extra))
     config = plan.config
     bars: list = []
 
@@ -263,6 +253,91 @@ def run(extra, quiet, control, overwrite, as_json, **options):
     for line in summary_lines(result.record):
         click.echo(line)
     click.echo(f"-> {result.out / 'run.json'}")
+
+
+def _run_config(options: dict, extra: tuple[str, ...]):
+    """A ``RunConfig`` of `ggl run`'s parsed options (and its --set pairs)."""
+    from dataclasses import fields
+
+    from ggl.config import RunConfig
+
+    options = {**options, "index": tuple(options["index"]),
+               "defense": tuple(options["defense"])}
+    extra = _parse_extra(extra, options["attack"])
+    run_fields = {f.name for f in fields(RunConfig)}
+    for name in [name for name in options if name not in run_fields]:
+        value = options.pop(name)           # an attack's own flag (--ng_method, --kl, ...)
+        if value is not None:               # travels like a --set one
+            extra[name] = value
+    return RunConfig(extra=extra, **options)
+
+
+#: `ggl run`'s options that `ggl flower-sim` does not take (Flower's run replaces them)
+FLOWER_SIM_DROPPED = ("protocol", "target_round", "target_client", "secure_aggregation",
+                      "control", "overwrite", "as_json", "out")
+
+
+@click.option("--attack-client", "attack_clients", type=int, multiple=True,
+              help="A client (partition id) whose updates ggl attacks, repeatable "
+                   "[default: 0].")
+@click.option("--attack-round", "attack_rounds", type=int, multiple=True,
+              help="A round in which ggl attacks, repeatable [default: the last].")
+@click.option("--no-audit", is_flag=True,
+              help="Run the Flower simulation without ggl attached (to time it).")
+@click.option("--out", default=None,
+              help="The audit's result store (default: results/flower_<time>); `ggl report "
+                   "OUT` tables it.")
+def flower_sim(attack_clients, attack_rounds, no_audit, out, extra, quiet, **options):
+    """Run a Flower simulation of FedAvg clients and attack their updates on the server.
+
+    K Flower clients (--clients, Ray backend, one CPU) share the offline private split
+    (IID or --dirichlet) and each trains on --batch-size images of its share for
+    --rounds rounds, with ggl's local training and client-side defenses; ggl's strategy
+    wrapper attacks the --attack-client updates of the --attack-round rounds, scored
+    against the clients' images. Needs the flower extra: pip install -e ".[flower]".
+    """
+    import time
+    from datetime import datetime
+
+    from ggl.flower import FlowerAudit
+    from ggl.flower_sim import ClientSetup, client_batch, simulate
+
+    for name in FLOWER_SIM_DROPPED:
+        options.pop(name, None)
+    config = _run_config({**options, "protocol": "fedavg"}, extra)
+    setup = ClientSetup(config, clients=config.clients, dirichlet=config.dirichlet)
+    audit = None
+    if not no_audit:
+        out = out or str(constants.OUTPUT_DIR /
+                         f"flower_{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+
+        def progress(record: dict) -> None:
+            cell = record["cell"]
+            metrics = record.get("metrics") or {}
+            text = (f"PSNR {metrics['psnr']:.2f} dB, judge "
+                    f"{100 * (metrics.get('judge_accuracy') or 0):.0f}%"
+                    if metrics.get("psnr") is not None else record.get("error") or "")
+            if not quiet:
+                what = "" if cell.get("control", "none") == "none" else \
+                    f" ({cell['control']} control)"
+                click.echo(f"round {cell['round']}, client {cell['client']}{what}: "
+                           f"{record['status']} {text}", err=True)
+
+        audit = FlowerAudit(config, clients=attack_clients or (0,),
+                            rounds=attack_rounds or (config.rounds,), out=out,
+                            secret=lambda round_, client: client_batch(setup, client),
+                            on_record=progress)
+    started = time.perf_counter()
+    simulate(setup, config.rounds, audit=audit)
+    wall = time.perf_counter() - started
+    click.echo(f"Flower simulation: {config.clients} clients, {config.rounds} rounds, "
+               f"{wall:.1f} s" + ("" if audit is None else
+                                  f" with ggl attached -> {Path(out) / 'index.jsonl'}"))
+
+
+flower_sim = cli.command("flower-sim")(flower_sim)
+flower_sim.params = [p for p in run.params if p.name not in FLOWER_SIM_DROPPED] + \
+    flower_sim.params
 
 
 @cli.command("train-prior")

@@ -54,6 +54,8 @@ FORBIDDEN = {
     "ggl.plan": ("ggl.api", "ggl.study", "ggl.cli"),
     "ggl.api": ("ggl.study", "ggl.cli"),
     "ggl.study": ("ggl.cli",),
+    "ggl.flower": ("ggl.cli",),
+    "ggl.flower_sim": ("ggl.cli",),
 }
 
 

@@ -1,0 +1,363 @@
+"""Audit a Flower training: attack the clients' updates where the server receives them.
+
+Flower's server sends a round's global parameters in ``configure_fit`` and receives every
+client's returned parameters (``FitRes``) in ``aggregate_fit``. :class:`AuditedStrategy`
+wraps any Flower ``Strategy`` (``pip install -e ".[flower]"``): it forwards every call
+unchanged, so what the strategy aggregates and the training itself are exactly as without
+ggl, and before forwarding ``aggregate_fit`` it hands the target clients' (sent, returned)
+parameters to a :class:`FlowerAudit`, which turns them into ggl's Observation (the weight
+update ``w0 - wE`` and the local hyperparameters the server knows from its run config)
+and runs the chosen attack. The three lines of a Flower server app::
+
+    from ggl.flower import AuditedStrategy, FlowerAudit
+    audit = FlowerAudit(RunConfig(attack="ggl", model="lenet", protocol="fedavg",
+                                  local_lr=0.1, local_batch_size=50), clients=[0],
+                        rounds=[1, 3], out="flower_audit")
+    strategy = AuditedStrategy(FedAvg(...), audit)
+
+Conventions (those of Flower's PyTorch examples): parameters travel as the model's
+``state_dict()`` values in order, and a client reports its partition id in its fit
+metrics under ``"partition-id"`` (Flower's server sees node ids only). The number of
+images behind an update is the ``FitRes``' ``num_examples``.
+
+Ground truth exists only in a simulation: ``secret(round, client)`` may return the
+client's private ``(images (N, C, H, W) normalized, labels (N,), indices)``; the
+reconstruction is then scored (PSNR, SSIM, the judge, ...). Against a real deployment
+there is no secret: the record holds the reconstruction and the attack's loss, and says
+so. An attack that fails is recorded as failed; training goes on.
+
+The records form a result store (``ggl.study.store``: ``index.jsonl`` and ``runs/``), one
+cell per (round, client), which ``ggl report`` reads.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ggl import checks
+from ggl.config import RunConfig
+from ggl.contracts import Secret
+from ggl.errors import GGLError
+
+#: the fit metric in which a client reports its partition id
+PARTITION_METRIC = "partition-id"
+#: what ``secret(round, client)`` returns: images (N, C, H, W), labels (N,), indices
+SecretReader = Callable[[int, int], "tuple[torch.Tensor, torch.Tensor, Sequence[int]]"]
+
+
+def flower():
+    """The ``flwr`` package, or one clear error naming the extra to install."""
+    try:
+        import flwr
+    except ImportError as error:
+        raise GGLError(f"ggl.flower needs Flower: pip install -e \".[flower]\" ({error})")
+    return flwr
+
+
+@dataclass
+class CapturedUpdate:
+    """One client's round as the server saw it.
+
+    Attributes:
+        round: Flower's server round (1-based); client: the reported partition id.
+        sent: the global parameters of the round (state-dict values, in order).
+        returned: the client's parameters after its local training (the same layout).
+        num_examples: N, the images it trained on (``FitRes.num_examples``).
+        metrics: the client's fit metrics.
+    """
+
+    round: int
+    client: int
+    sent: list[np.ndarray]
+    returned: list[np.ndarray]
+    num_examples: int
+    metrics: dict
+
+
+class FlowerAudit:
+    """Which clients and rounds to attack, with what, and where the records go.
+
+    Args:
+        config: the attack and the threat model as for ``ggl run --protocol fedavg``: the
+            victim (``model``, ``width``, ``model_mode``), the data domain (``dataset``:
+            the server's public split and the judge), the local hyperparameters the
+            server configured (``local_lr``, ``local_epochs`` or ``local_steps``,
+            ``local_batch_size``, ...), the client-side defenses the attacker models.
+        clients: partition ids to attack; rounds: server rounds to attack (1-based).
+        out: the result store's folder (created; one that already holds records is
+            refused, so nothing computed before is overwritten).
+        secret: simulations only, ``secret(round, client) -> (images, labels, indices)``.
+        on_record: called with every record as it is stored (progress).
+        control: with ground truth, the same attack is also run on this control in place
+            of the update (``ggl list``; ``none``: not), a cell of its own.
+        schedule_known: the server knows the clients' local schedule (``local_epochs`` or
+            ``local_steps``, ``local_batch_size``); False: it knows at most the lr, and only
+            attacks that read the update as one gradient (update / lr) can run.
+
+    Raises:
+        GGLError: before any training, for a config ggl would refuse, a protocol other
+            than fedavg, known labels without a secret, empty or negative targets, or an
+            unwritable or non-empty ``out``.
+    """
+
+    def __init__(self, config: RunConfig, *, clients: Sequence[int], rounds: Sequence[int],
+                 out: str | Path, secret: SecretReader | None = None,
+                 on_record: Callable[[dict], None] | None = None,
+                 control: str = "random-gradient", schedule_known: bool = True):
+        from ggl.api import PUBLIC_SAMPLE
+        from ggl.data import load_dataset
+        from ggl.plan import resolve
+        from ggl.study.store import INDEX_FILE, ResultStore
+
+        if config.protocol != "fedavg":
+            raise GGLError("a Flower client shares its weights after local training: give "
+                           "protocol='fedavg' with the clients' local hyperparameters")
+        if config.known_labels and secret is None:
+            raise GGLError("known_labels needs the clients' labels: give secret=... (a "
+                           "simulation), or known_labels=False")
+        self.clients = self._targets("clients", clients, 0)
+        self.rounds = self._targets("rounds", rounds, 1)
+        self.config = replace(config, out=None, control="none")
+        self.plan = resolve(self.config)          # every setting checked once, here
+        if control != "none":
+            resolve(replace(self.config, control=control))
+        if not schedule_known:
+            if self.plan.attack.simulates_updates():
+                raise GGLError(f"{config.attack} simulates the clients' local training and "
+                               f"needs their schedule (local_epochs or local_steps, "
+                               f"local_batch_size), which the server does not know here: give "
+                               f"it, or use an attack that reads the update as one gradient "
+                               f"(ig-adam, ig, dlg; ggl with update=naive)")
+            if not config.local_known:
+                raise GGLError("estimating the clients' lr needs their local schedule: give "
+                               "the schedule (schedule_known=True) or the lr "
+                               "(local_known=True)")
+        self.schedule_known = schedule_known
+        out = Path(out)
+        checks.writable_folder(out, "out")
+        if (out / INDEX_FILE).exists() and (out / INDEX_FILE).stat().st_size:
+            raise GGLError(f"out {out} already holds audit records ({INDEX_FILE}): give "
+                           f"another folder")
+        self.store = ResultStore(out)
+        self.secret, self.on_record = secret, on_record
+        self.control = control
+        c = self.config
+        self.data = load_dataset(c.dataset, c.data_root, c.download, c.resolution)
+        sample = range(min(PUBLIC_SAMPLE, len(self.data.public)))
+        self.public = torch.stack([self.data.public[i][0] for i in sample])
+        self.public_labels = torch.tensor([int(self.data.public[i][1]) for i in sample])
+        self.records: list[dict] = []
+
+    @staticmethod
+    def _targets(name: str, values: Sequence[int], lowest: int) -> tuple[int, ...]:
+        values = tuple(values)
+        if not values:
+            raise GGLError(f"{name}: give at least one to attack")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
+                raise GGLError(f"{name}: {v!r} is not an integer >= {lowest}")
+        return tuple(int(v) for v in values)
+
+    def wants(self, round_: int, client: int) -> bool:
+        return round_ in self.rounds and client in self.clients
+
+    def check_run(self, num_rounds: int, num_clients: int) -> None:
+        """Targets outside the run (``ServerConfig.num_rounds``, the number of
+        partitions): one error before training starts."""
+        late = [r for r in self.rounds if r > num_rounds]
+        if late:
+            raise GGLError(f"rounds {late} are after the run's last round ({num_rounds})")
+        absent = [c for c in self.clients if c >= num_clients]
+        if absent:
+            raise GGLError(f"clients {absent} do not exist: the run has {num_clients} "
+                           f"clients (partition ids 0..{num_clients - 1})")
+
+    def server_model(self, sent: list[np.ndarray]) -> torch.nn.Module:
+        """The victim with the round's global parameters loaded."""
+        from ggl.models import build_victim
+
+        c, d = self.config, self.data
+        model = build_victim(c.model, d.channels, d.resolution, d.num_classes, seed=c.seed,
+                             width=c.width, mode=c.model_mode, dropout=c.dropout)
+        state = model.state_dict()
+        if len(sent) != len(state):
+            raise GGLError(f"the round's parameters hold {len(sent)} arrays, {c.model}'s "
+                           f"state dict {len(state)}: is the server's model the one given "
+                           f"in the audit's config?")
+        loaded = {}
+        for (name, value), array in zip(state.items(), sent):
+            if tuple(array.shape) != tuple(value.shape):
+                raise GGLError(f"parameter {name}: the round sent shape {tuple(array.shape)}"
+                               f", {c.model} has {tuple(value.shape)}")
+            loaded[name] = torch.as_tensor(np.asarray(array), dtype=value.dtype)
+        model.load_state_dict(loaded)
+        return model.to(self.plan.device)
+
+    def update(self, model: torch.nn.Module, captured: CapturedUpdate) -> tuple[torch.Tensor, ...]:
+        """``w0 - wE`` for every parameter of ``model.parameters()``, in that order."""
+        names = list(model.state_dict())
+        position = {name: i for i, name in enumerate(names)}
+        return tuple(torch.as_tensor(captured.sent[position[name]] -
+                                     captured.returned[position[name]]).to(self.plan.device)
+                     for name, _ in model.named_parameters())
+
+    def unidentified(self, round_: int) -> None:
+        """A client of a target round reported no partition id: a failed record."""
+        from ggl.study.store import new_record
+
+        record = new_record(f"round{round_}-unidentified", {"round": round_, "client": None},
+                            self.config.to_dict())
+        record.update(status="failed", error=f"a client's fit metrics have no "
+                      f"{PARTITION_METRIC!r}: its update cannot be told apart (report "
+                      f"context.node_config['partition-id'] in the client's metrics)")
+        self._keep(record)
+
+    def attack(self, captured: CapturedUpdate) -> list[dict]:
+        """Attack one captured update, then (with ground truth) the same attack on its
+        ``control``; returns their store records (``failed`` with the error when anything
+        goes wrong: the Flower run never sees the exception)."""
+        controls = ["none"] + ([self.control] if self.secret is not None and
+                               self.control != "none" else [])
+        return [self._cell(captured, control) for control in controls]
+
+    def _cell(self, captured: CapturedUpdate, control: str) -> dict:
+        from ggl.study.store import add_run, new_record
+
+        cell = {"round": captured.round, "client": captured.client, "control": control}
+        cell_id = f"round{captured.round}-client{captured.client}" + \
+            ("" if control == "none" else f"-{control}")
+        config = replace(self.config, control=control)
+        record = new_record(cell_id, cell, config.to_dict())
+        started = time.perf_counter()
+        try:
+            run = self._attack(captured, config, self.store.run_dir(cell_id), started)
+            if run["metrics"] is None:                  # no ground truth: nothing scored
+                run = {**run, "metrics": {}}
+            add_run(record, run)
+            record.update(status="done", scored=self.secret is not None)
+        except Exception as error:      # recorded, never raised into Flower's round
+            record.update(status="failed", error=f"{type(error).__name__}: {error}",
+                          traceback=traceback.format_exc())
+        record["wall_time_s"] = time.perf_counter() - started
+        self._keep(record)
+        return record
+
+    def _keep(self, record: dict) -> None:
+        self.records.append(self.store.append(record))
+        if self.on_record is not None:
+            self.on_record(self.records[-1])
+
+    def _attack(self, captured: CapturedUpdate, config: RunConfig, out: Path,
+                started: float) -> dict:
+        from ggl.api import run_record, write_run
+        from ggl.plan import resolve
+        from ggl.scenario import server_observation
+
+        plan = resolve(config)           # a fresh attack for every update
+        torch.manual_seed(config.seed)
+        device = plan.device
+        model = self.server_model(captured.sent)
+        secret = None
+        if self.secret is not None:
+            images, labels, indices = self.secret(captured.round, captured.client)
+            secret = Secret(images.to(device), labels.to(device), tuple(indices))
+            if len(labels) != captured.num_examples:
+                raise GGLError(f"secret({captured.round}, {captured.client}) gave "
+                               f"{len(labels)} images, the client reported "
+                               f"{captured.num_examples}")
+        d = self.data
+        observation = server_observation(
+            model, self.update(model, captured), images=captured.num_examples,
+            image_shape=(d.channels, d.resolution, d.resolution), num_classes=d.num_classes,
+            mean=d.mean, std=d.std,
+            labels=secret.labels.clone() if config.known_labels else None,
+            defenses=plan.defenses, public_images=self.public.to(device),
+            public_labels=self.public_labels.to(device), domain=d.name,
+            local_training=config.local_training(), local_known=config.local_known)
+        control = None
+        if plan.control is not None:         # the same attack given noise instead
+            observation, control = plan.control(observation, config.seed)
+        reconstruction = plan.attack.reconstruct(observation, None)
+        record = run_record(plan, observation, reconstruction, secret, d, started=started,
+                            control=control,
+                            federation={"flower": {"round": captured.round,
+                                                   "client": captured.client,
+                                                   "num_examples": captured.num_examples}})
+        record["schedule_known"] = self.schedule_known   # False: only the lr was used
+        record["ground_truth"] = (
+            "scored against the client's private batch (a simulation's secret reader)"
+            if secret is not None else
+            "none: a real deployment's update; the reconstruction and the loss are all "
+            "there is, nothing is scored")
+        out.mkdir(parents=True, exist_ok=True)
+        write_run(out, record, reconstruction, secret, d)
+        return record
+
+
+@functools.lru_cache(maxsize=None)
+def audited_strategy_class():
+    """:class:`AuditedStrategy`, defined once Flower is importable."""
+    flower()
+    from flwr.common import parameters_to_ndarrays
+    from flwr.server.strategy import Strategy
+
+    class AuditedStrategy(Strategy):
+        """A Flower strategy that attacks target clients' updates (module doc); every call
+        goes to ``strategy`` unchanged."""
+
+        def __init__(self, strategy, audit: FlowerAudit):
+            if not isinstance(strategy, Strategy):
+                raise GGLError(f"ggl can wrap a flwr.server.strategy.Strategy, got "
+                               f"{type(strategy).__name__}")
+            self.strategy, self.audit = strategy, audit
+            self.sent: dict[int, list[np.ndarray]] = {}
+
+        def __repr__(self) -> str:
+            return f"AuditedStrategy({self.strategy!r})"
+
+        def initialize_parameters(self, client_manager):
+            return self.strategy.initialize_parameters(client_manager)
+
+        def configure_fit(self, server_round, parameters, client_manager):
+            if server_round in self.audit.rounds:
+                self.sent[server_round] = parameters_to_ndarrays(parameters)
+            return self.strategy.configure_fit(server_round, parameters, client_manager)
+
+        def aggregate_fit(self, server_round, results, failures):
+            for _, fit_res in results:
+                client = fit_res.metrics.get(PARTITION_METRIC)
+                if client is None and server_round in self.audit.rounds:
+                    self.audit.unidentified(server_round)
+                if client is None or not self.audit.wants(server_round, int(client)):
+                    continue
+                self.audit.attack(CapturedUpdate(
+                    server_round, int(client), self.sent[server_round],
+                    parameters_to_ndarrays(fit_res.parameters), int(fit_res.num_examples),
+                    dict(fit_res.metrics)))
+            self.sent.pop(server_round, None)
+            return self.strategy.aggregate_fit(server_round, results, failures)
+
+        def configure_evaluate(self, server_round, parameters, client_manager):
+            return self.strategy.configure_evaluate(server_round, parameters, client_manager)
+
+        def aggregate_evaluate(self, server_round, results, failures):
+            return self.strategy.aggregate_evaluate(server_round, results, failures)
+
+        def evaluate(self, server_round, parameters):
+            return self.strategy.evaluate(server_round, parameters)
+
+    return AuditedStrategy
+
+
+def __getattr__(name: str):
+    # ``from ggl.flower import AuditedStrategy`` imports Flower only when asked for
+    if name == "AuditedStrategy":
+        return audited_strategy_class()
+    raise AttributeError(name)
