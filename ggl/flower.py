@@ -61,6 +61,19 @@ def flower():
     return flwr
 
 
+def victim(config: RunConfig, data, defenses) -> torch.nn.Module:
+    """The global model's architecture, seeded as ``ggl run`` builds it (with the model
+    extensions of ``defenses``, e.g. PRECODE), on the CPU."""
+    from ggl.models import build_victim
+
+    model = build_victim(config.model, data.channels, data.resolution, data.num_classes,
+                         seed=config.seed, width=config.width, mode=config.model_mode,
+                         dropout=config.dropout)
+    for defense in defenses:
+        model = defense.wrap_model(model, seed=config.seed)
+    return model
+
+
 @dataclass
 class CapturedUpdate:
     """One client's round as the server saw it.
@@ -180,12 +193,12 @@ class FlowerAudit:
                            f"clients (partition ids 0..{num_clients - 1})")
 
     def server_model(self, sent: list[np.ndarray]) -> torch.nn.Module:
-        """The victim with the round's global parameters loaded."""
-        from ggl.models import build_victim
+        """The victim with the round's global parameters loaded (dropout off: attacks that
+        model the client's masks supply their own)."""
+        from ggl.dropout import set_dropout
 
-        c, d = self.config, self.data
-        model = build_victim(c.model, d.channels, d.resolution, d.num_classes, seed=c.seed,
-                             width=c.width, mode=c.model_mode, dropout=c.dropout)
+        c = self.config
+        model = set_dropout(victim(c, self.data, self.plan.defenses), False)
         state = model.state_dict()
         if len(sent) != len(state):
             raise GGLError(f"the round's parameters hold {len(sent)} arrays, {c.model}'s "

@@ -78,13 +78,25 @@ def client_batch(setup: ClientSetup, client: int):
 
 
 def global_model(setup: ClientSetup) -> torch.nn.Module:
-    """The round-1 global model (ggl's victim, seeded)."""
-    from ggl.models import build_victim
+    """The global model's architecture (ggl's victim, seeded)."""
+    from ggl.flower import victim
 
-    data, _, _ = _resources(setup)
+    data, _, defenses = _resources(setup)
+    return victim(setup.config, data, defenses)
+
+
+def initial_model(setup: ClientSetup) -> torch.nn.Module:
+    """Round 1's global model: :func:`global_model` with ``--weights`` loaded and trained
+    ``--victim-steps`` on the public split, as ``ggl run`` prepares it."""
+    from ggl.models import load_weights, train_victim
+
     c = setup.config
-    return build_victim(c.model, data.channels, data.resolution, data.num_classes,
-                        seed=c.seed, width=c.width, mode=c.model_mode, dropout=c.dropout)
+    model = global_model(setup)
+    if c.weights:
+        load_weights(model, c.weights, c.model)
+    train_victim(model, _resources(setup)[0].public, c.victim_steps, seed=c.seed,
+                 device=torch.device("cpu"))
+    return model
 
 
 def to_arrays(model: torch.nn.Module) -> list[np.ndarray]:
@@ -161,9 +173,10 @@ def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
             final[:] = [np.array(a, copy=True) for a in arrays]
         return None
 
+    initial = ndarrays_to_parameters(to_arrays(initial_model(setup)))
     strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0,
                       min_fit_clients=setup.clients, min_available_clients=setup.clients,
-                      initial_parameters=ndarrays_to_parameters(to_arrays(global_model(setup))),
+                      initial_parameters=initial,
                       on_fit_config_fn=lambda r: {ROUND_KEY: r}, evaluate_fn=keep_final)
     for client in range(setup.clients):      # a batch no client can hold: before training
         client_batch(setup, client)

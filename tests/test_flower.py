@@ -228,3 +228,14 @@ def test_a_batch_larger_than_a_share_is_refused_before_training(tmp_path):
     setup = ClientSetup(RunConfig(**{**CONFIG.to_dict(), "batch_size": 900}), clients=2)
     with pytest.raises(GGLError, match="--batch-size 900 is larger than client 0's share"):
         simulate(setup, 1)
+
+
+def test_round_one_global_model_is_the_one_ggl_run_attacks():
+    from ggl.flower_sim import initial_model
+
+    config = RunConfig(**{**CONFIG.to_dict(), "victim_steps": 3})
+    scenario, _ = prepare(resolve(RunConfig(**{**config.to_dict(), "clients": 2})))
+    ours = to_arrays(initial_model(ClientSetup(config, clients=2)))
+    assert all(np.array_equal(a, b) for a, b in zip(ours, to_arrays(scenario.model)))
+    assert not all(np.array_equal(a, b) for a, b in zip(ours, to_arrays(
+        global_model(ClientSetup(config, clients=2)))))          # the steps trained it
