@@ -284,10 +284,15 @@ FLOWER_SIM_DROPPED = ("protocol", "target_round", "target_client", "secure_aggre
               help="A round in which ggl attacks, repeatable [default: the last].")
 @click.option("--no-audit", is_flag=True,
               help="Run the Flower simulation without ggl attached (to time it).")
+@click.option("--flower-api", type=click.Choice(["strategy", "message"]), default="strategy",
+              show_default=True,
+              help="Flower's server API: strategy (flwr.server.strategy, FitRes) or message "
+                   "(flwr.serverapp.strategy, Strategy.start).")
 @click.option("--out", default=None,
               help="The audit's result store (default: results/flower_<time>); `ggl report "
                    "OUT` tables it.")
-def flower_sim(attack_clients, attack_rounds, no_audit, out, extra, quiet, **options):
+def flower_sim(attack_clients, attack_rounds, no_audit, flower_api, out, extra, quiet,
+               **options):
     """Run a Flower simulation of FedAvg clients and attack their updates on the server.
 
     K Flower clients (--clients, Ray backend, one CPU) share the offline private split
@@ -300,7 +305,7 @@ def flower_sim(attack_clients, attack_rounds, no_audit, out, extra, quiet, **opt
     from datetime import datetime
 
     from ggl.flower import FlowerAudit
-    from ggl.flower_sim import ClientSetup, client_batch, simulate
+    from ggl.flower_sim import ClientSetup, client_batch, simulate, simulate_messages
 
     for name in FLOWER_SIM_DROPPED:
         options.pop(name, None)
@@ -328,7 +333,8 @@ def flower_sim(attack_clients, attack_rounds, no_audit, out, extra, quiet, **opt
                             secret=lambda round_, client: client_batch(setup, client),
                             on_record=progress)
     started = time.perf_counter()
-    simulate(setup, config.rounds, audit=audit)
+    (simulate if flower_api == "strategy" else simulate_messages)(setup, config.rounds,
+                                                                  audit=audit)
     wall = time.perf_counter() - started
     click.echo(f"Flower simulation: {config.clients} clients, {config.rounds} rounds, "
                f"{wall:.1f} s" + ("" if audit is None else

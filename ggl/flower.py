@@ -15,6 +15,9 @@ and runs the chosen attack. The three lines of a Flower server app::
                         rounds=[1, 3], out="flower_audit")
     strategy = AuditedStrategy(FedAvg(...), audit)
 
+With Flower's Message API (``flwr.serverapp.strategy``, ``strategy.start(grid=...)``),
+:func:`audit_message_strategy` does the same in ``configure_train`` / ``aggregate_train``.
+
 Conventions (those of Flower's PyTorch examples): parameters travel as the model's
 ``state_dict()`` values in order, and a client reports its partition id in its fit
 metrics under ``"partition-id"`` (Flower's server sees node ids only). The number of
@@ -31,6 +34,7 @@ cell per (round, client), which ``ggl report`` reads.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import time
 import traceback
@@ -367,6 +371,54 @@ def audited_strategy_class():
             return self.strategy.evaluate(server_round, parameters)
 
     return AuditedStrategy
+
+
+def audit_message_strategy(strategy, audit: FlowerAudit):
+    """The Message-API counterpart of :class:`AuditedStrategy` (``flwr.serverapp.strategy``,
+    Flower >= 1.21): a copy of ``strategy`` whose ``configure_train`` records the round's
+    arrays and whose ``aggregate_train`` attacks the target clients' replies before the
+    strategy's own aggregation runs on the same replies. ``strategy.start(...)`` calls
+    both, so the copy is used exactly as the original. Clients put ``"partition-id"`` and
+    the strategy's ``weighted_by_key`` (N, ``"num-examples"``) in their reply's metrics."""
+    flower()
+    from flwr.serverapp.strategy import Strategy as MessageStrategy
+
+    if not isinstance(strategy, MessageStrategy):
+        raise GGLError(f"audit_message_strategy wraps a flwr.serverapp.strategy.Strategy, got "
+                       f"{type(strategy).__name__} (a flwr.server.strategy.Strategy: use "
+                       f"AuditedStrategy)")
+    base = type(strategy)
+    arrays_key = getattr(strategy, "arrayrecord_key", "arrays")
+    examples_key = getattr(strategy, "weighted_by_key", "num-examples")
+
+    class AuditedMessageStrategy(base):
+        def configure_train(self, server_round, arrays, config, grid):
+            if server_round in audit.rounds:
+                self.ggl_sent[server_round] = arrays.to_numpy_ndarrays()
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round, replies):
+            replies = list(replies)           # read twice: here and by the strategy
+            for reply in replies:
+                if reply.has_error():
+                    continue
+                metrics = reply.content["metrics"]
+                client = metrics.get(PARTITION_METRIC)
+                if client is None and server_round in audit.rounds:
+                    audit.unidentified(server_round)
+                if client is None or not audit.wants(server_round, int(client)):
+                    continue
+                audit.attack(CapturedUpdate(
+                    server_round, int(client), self.ggl_sent[server_round],
+                    reply.content[arrays_key].to_numpy_ndarrays(),
+                    int(metrics[examples_key]), dict(metrics)))
+            self.ggl_sent.pop(server_round, None)
+            return super().aggregate_train(server_round, replies)
+
+    audited = copy.copy(strategy)
+    audited.__class__ = AuditedMessageStrategy
+    audited.ggl_sent = {}
+    return audited
 
 
 def __getattr__(name: str):

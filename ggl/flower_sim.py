@@ -14,6 +14,8 @@ here every client holds only its batch.)
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +24,13 @@ import torch
 from ggl.config import RunConfig
 from ggl.flower import PARTITION_METRIC, flower
 
-#: the fit config key that tells a client the server round
+#: the fit config key that tells a client the server round (the Message API's FedAvg
+#: puts it into the train config itself)
 ROUND_KEY = "server-round"
+#: Flower's Ray backend: one worker with one CPU, quiet
+BACKEND_CONFIG = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                  "init_args": {"num_cpus": 1, "log_to_driver": False,
+                                "logging_level": "ERROR"}}
 
 
 @dataclass(frozen=True)
@@ -154,9 +161,6 @@ def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
     """Run ``rounds`` of FedAvg over the simulated clients (one Ray worker, one CPU), with
     Flower's FedAvg wrapped by ``AuditedStrategy`` when an ``audit`` (a
     ``ggl.flower.FlowerAudit``) is given. Returns the final global parameters."""
-    import logging
-    import os
-
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     flower()
@@ -190,8 +194,63 @@ def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
         return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
 
     run_simulation(server_app=ServerApp(server_fn=server_fn), client_app=client_app(setup),
-                   num_supernodes=setup.clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 1, "log_to_driver": False,
-                                                 "logging_level": "ERROR"}})
+                   num_supernodes=setup.clients, backend_config=BACKEND_CONFIG)
+    return final
+
+
+def message_client_app(setup: ClientSetup):
+    """The simulated clients as a Message-API ``ClientApp`` (``@app.train()``)."""
+    flower()
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train()
+    def train(message, context):
+        torch.set_num_threads(1)
+        client = int(context.node_config["partition-id"])
+        round_ = int(message.content["config"][ROUND_KEY])
+        model = load_arrays(global_model(setup), train_client(
+            setup, client, round_, message.content["arrays"].to_numpy_ndarrays()))
+        return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()),
+                                   "metrics": MetricRecord({
+                                       "num-examples": setup.config.batch_size,
+                                       PARTITION_METRIC: client})}), reply_to=message)
+
+    return app
+
+
+def simulate_messages(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
+    """:func:`simulate` with Flower's Message API: ``flwr.serverapp.strategy.FedAvg``
+    (wrapped by ``ggl.flower.audit_message_strategy`` when an ``audit`` is given)."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flower()
+    from flwr.app import ArrayRecord
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    for client in range(setup.clients):
+        client_batch(setup, client)
+    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=setup.clients,
+                      min_available_nodes=setup.clients)
+    if audit is not None:
+        from ggl.flower import audit_message_strategy
+
+        audit.check_run(rounds, setup.clients)
+        strategy = audit_message_strategy(strategy, audit)
+    final: list = []
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(
+            initial_model(setup).state_dict()), num_rounds=rounds)
+        final[:] = result.arrays.to_numpy_ndarrays()
+
+    run_simulation(server_app=app, client_app=message_client_app(setup),
+                   num_supernodes=setup.clients, backend_config=BACKEND_CONFIG)
     return final

@@ -169,7 +169,8 @@ def test_flower_sim_command_writes_a_report_able_store(tmp_path):
     from ggl.cli import cli
 
     out = tmp_path / "audit"
-    result = CliRunner().invoke(cli, FLOWER_SIM + ["--out", str(out)])
+    result = CliRunner().invoke(cli, FLOWER_SIM + ["--out", str(out), "--flower-api",
+                                                   "message"])
     assert result.exit_code == 0, result.output
     assert "round 1, client 0: done PSNR" in result.output
     assert "Flower simulation: 2 clients, 1 rounds" in result.output
@@ -239,3 +240,25 @@ def test_round_one_global_model_is_the_one_ggl_run_attacks():
     assert all(np.array_equal(a, b) for a, b in zip(ours, to_arrays(scenario.model)))
     assert not all(np.array_equal(a, b) for a, b in zip(ours, to_arrays(
         global_model(ClientSetup(config, clients=2)))))          # the steps trained it
+
+
+def test_message_api_strategy_is_audited_without_changing_its_aggregate(tmp_path):
+    """Flower's Message API (flwr.serverapp.strategy.FedAvg, Strategy.start): the same
+    round-1 attack on client 0 as the Strategy API's, and the same global model."""
+    from ggl.flower import audit_message_strategy
+    from ggl.flower_sim import simulate_messages
+
+    audit = FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "a",
+                        secret=secret_of_client_0, control="none")
+    wrapped = simulate_messages(SETUP, 1, audit=audit)
+    plain = simulate_messages(SETUP, 1)
+    assert len(plain) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(wrapped, plain))
+    [record] = audit.records
+    assert record["status"] == "done", record["error"]
+    reference = run(federation_config(), write=False)
+    assert record["metrics"]["psnr"] == pytest.approx(reference.record["metrics"]["psnr"],
+                                                      abs=1e-6)
+    with pytest.raises(GGLError, match="got FedAvg \\(a flwr.server.strategy.Strategy"):
+        from flwr.server.strategy import FedAvg
+        audit_message_strategy(FedAvg(), audit)
