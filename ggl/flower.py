@@ -225,6 +225,20 @@ class FlowerAudit:
                                      captured.returned[position[name]]).to(self.plan.device)
                      for name, _ in model.named_parameters())
 
+    def receive(self, round_: int, sent: list[np.ndarray] | None, returned, num_examples: int,
+                metrics: dict) -> None:
+        """One client's reply as a strategy wrapper sees it: attacked when it is a target
+        (``metrics`` carry its partition id), a failed record when a target round's
+        client did not say who it is."""
+        client = metrics.get(PARTITION_METRIC)
+        if client is None:
+            if round_ in self.rounds:
+                self.unidentified(round_)
+            return
+        if self.wants(round_, int(client)):
+            self.attack(CapturedUpdate(round_, int(client), sent, returned(),
+                                       int(num_examples), dict(metrics)))
+
     def unidentified(self, round_: int) -> None:
         """A client of a target round reported no partition id: a failed record."""
         from ggl.study.store import new_record
@@ -277,6 +291,9 @@ class FlowerAudit:
         from ggl.plan import resolve
         from ggl.scenario import server_observation
 
+        if captured.num_examples < 1:
+            raise GGLError(f"client {captured.client} reported {captured.num_examples} "
+                           f"images (FitRes.num_examples, or the reply's 'num-examples')")
         plan = resolve(config)           # a fresh attack for every update
         torch.manual_seed(config.seed)
         device = plan.device
@@ -349,15 +366,9 @@ def audited_strategy_class():
 
         def aggregate_fit(self, server_round, results, failures):
             for _, fit_res in results:
-                client = fit_res.metrics.get(PARTITION_METRIC)
-                if client is None and server_round in self.audit.rounds:
-                    self.audit.unidentified(server_round)
-                if client is None or not self.audit.wants(server_round, int(client)):
-                    continue
-                self.audit.attack(CapturedUpdate(
-                    server_round, int(client), self.sent[server_round],
-                    parameters_to_ndarrays(fit_res.parameters), int(fit_res.num_examples),
-                    dict(fit_res.metrics)))
+                self.audit.receive(server_round, self.sent.get(server_round),
+                                   lambda: parameters_to_ndarrays(fit_res.parameters),
+                                   fit_res.num_examples, fit_res.metrics)
             self.sent.pop(server_round, None)
             return self.strategy.aggregate_fit(server_round, results, failures)
 
@@ -399,19 +410,11 @@ def audit_message_strategy(strategy, audit: FlowerAudit):
 
         def aggregate_train(self, server_round, replies):
             replies = list(replies)           # read twice: here and by the strategy
-            for reply in replies:
-                if reply.has_error():
-                    continue
+            for reply in (r for r in replies if not r.has_error()):
                 metrics = reply.content["metrics"]
-                client = metrics.get(PARTITION_METRIC)
-                if client is None and server_round in audit.rounds:
-                    audit.unidentified(server_round)
-                if client is None or not audit.wants(server_round, int(client)):
-                    continue
-                audit.attack(CapturedUpdate(
-                    server_round, int(client), self.ggl_sent[server_round],
-                    reply.content[arrays_key].to_numpy_ndarrays(),
-                    int(metrics[examples_key]), dict(metrics)))
+                audit.receive(server_round, self.ggl_sent.get(server_round),
+                              lambda: reply.content[arrays_key].to_numpy_ndarrays(),
+                              metrics.get(examples_key, 0), dict(metrics))
             self.ggl_sent.pop(server_round, None)
             return super().aggregate_train(server_round, replies)
 
