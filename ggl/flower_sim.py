@@ -157,19 +157,29 @@ def client_app(setup: ClientSetup):
     return ClientApp(client_fn=client_fn)
 
 
+def _before_simulation(setup: ClientSetup, rounds: int, audit) -> None:
+    """Quiet Flower (no telemetry thread, errors only) and refuse, before any training, a
+    batch some client cannot hold and audit targets outside the run."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flower()
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    for client in range(setup.clients):
+        client_batch(setup, client)
+    if audit is not None:
+        audit.check_run(rounds, setup.clients)
+
+
 def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
     """Run ``rounds`` of FedAvg over the simulated clients (one Ray worker, one CPU), with
     Flower's FedAvg wrapped by ``AuditedStrategy`` when an ``audit`` (a
     ``ggl.flower.FlowerAudit``) is given. Returns the final global parameters."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    flower()
+    _before_simulation(setup, rounds, audit)
     from flwr.common import ndarrays_to_parameters
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    logging.getLogger("flwr").setLevel(logging.ERROR)
     final: list = []
 
     def keep_final(server_round, arrays, config):       # the global model after a round
@@ -182,12 +192,9 @@ def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
                       min_fit_clients=setup.clients, min_available_clients=setup.clients,
                       initial_parameters=initial,
                       on_fit_config_fn=lambda r: {ROUND_KEY: r}, evaluate_fn=keep_final)
-    for client in range(setup.clients):      # a batch no client can hold: before training
-        client_batch(setup, client)
     if audit is not None:
         from ggl.flower import AuditedStrategy
 
-        audit.check_run(rounds, setup.clients)          # before any training
         strategy = AuditedStrategy(strategy, audit)
 
     def server_fn(context):
@@ -224,23 +231,17 @@ def message_client_app(setup: ClientSetup):
 def simulate_messages(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
     """:func:`simulate` with Flower's Message API: ``flwr.serverapp.strategy.FedAvg``
     (wrapped by ``ggl.flower.audit_message_strategy`` when an ``audit`` is given)."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    flower()
+    _before_simulation(setup, rounds, audit)
     from flwr.app import ArrayRecord
     from flwr.serverapp import ServerApp
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    for client in range(setup.clients):
-        client_batch(setup, client)
     strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=setup.clients,
                       min_available_nodes=setup.clients)
     if audit is not None:
         from ggl.flower import audit_message_strategy
 
-        audit.check_run(rounds, setup.clients)
         strategy = audit_message_strategy(strategy, audit)
     final: list = []
     app = ServerApp()
