@@ -291,20 +291,25 @@ FLOWER_SIM_DROPPED = ("protocol", "target_round", "target_client", "secure_aggre
 @click.option("--out", default=None,
               help="The audit's result store (default: results/flower_<time>); `ggl report "
                    "OUT` tables it.")
-def flower_sim(attack_clients, attack_rounds, no_audit, flower_api, out, extra, quiet,
-               **options):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the simulation's wall time and the audit's records as JSON on "
+                   "stdout (progress on stderr).")
+def flower_sim(attack_clients, attack_rounds, no_audit, flower_api, out, as_json, extra,
+               quiet, **options):
     """Run a Flower simulation of FedAvg clients and attack their updates on the server.
 
     K Flower clients (--clients, Ray backend, one CPU) share the offline private split
     (IID or --dirichlet) and each trains on --batch-size images of its share for
     --rounds rounds, with ggl's local training and client-side defenses; ggl's strategy
     wrapper attacks the --attack-client updates of the --attack-round rounds, scored
-    against the clients' images. Needs the flower extra: pip install -e ".[flower]".
+    against the clients' images. The server sends the local hyperparameters in its fit
+    config and the audit reads them there. Needs the flower extra: pip install -e
+    ".[flower]".
     """
     import time
     from datetime import datetime
 
-    from ggl.flower import FlowerAudit
+    from ggl.flower import FIT_CONFIG_KEYS, FlowerAudit
     from ggl.flower_sim import ClientSetup, client_batch, simulate, simulate_messages
 
     for name in FLOWER_SIM_DROPPED:
@@ -331,14 +336,24 @@ def flower_sim(attack_clients, attack_rounds, no_audit, flower_api, out, extra, 
         audit = FlowerAudit(config, clients=attack_clients or (0,),
                             rounds=attack_rounds or (config.rounds,), out=out,
                             secret=lambda round_, client: client_batch(setup, client),
-                            on_record=progress)
+                            on_record=progress, config_keys=FIT_CONFIG_KEYS)
     started = time.perf_counter()
     (simulate if flower_api == "strategy" else simulate_messages)(setup, config.rounds,
                                                                   audit=audit)
     wall = time.perf_counter() - started
-    click.echo(f"Flower simulation: {config.clients} clients, {config.rounds} rounds, "
+    summary = (f"Flower simulation: {config.clients} clients, {config.rounds} rounds, "
                f"{wall:.1f} s" + ("" if audit is None else
                                   f" with ggl attached -> {Path(out) / 'index.jsonl'}"))
+    if as_json:
+        from ggl.results import strict_json
+
+        click.echo(summary, err=True)
+        click.echo(strict_json({"out": None if audit is None else str(out),
+                                "clients": config.clients, "rounds": config.rounds,
+                                "flower_api": flower_api, "wall_time_s": wall,
+                                "records": [] if audit is None else audit.records}))
+    else:
+        click.echo(summary)
 
 
 flower_sim = cli.command("flower-sim")(flower_sim)

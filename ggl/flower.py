@@ -6,8 +6,9 @@ wraps any Flower ``Strategy`` (``pip install -e ".[flower]"``): it forwards ever
 unchanged, so what the strategy aggregates and the training itself are exactly as without
 ggl, and before forwarding ``aggregate_fit`` it hands the target clients' (sent, returned)
 parameters to a :class:`FlowerAudit`, which turns them into ggl's Observation (the weight
-update ``w0 - wE`` and the local hyperparameters the server knows from its run config)
-and runs the chosen attack. The three lines of a Flower server app::
+update ``w0 - wE`` and the local hyperparameters the server knows: those of the audit's
+config, or, with ``config_keys``, those the round's fit config sent to the client or the
+client reported in its fit metrics) and runs the chosen attack. The three lines of a Flower server app::
 
     from ggl.flower import AuditedStrategy, FlowerAudit
     audit = FlowerAudit(RunConfig(attack="ggl", model="lenet", protocol="fedavg",
@@ -38,9 +39,9 @@ import copy
 import functools
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +53,15 @@ from ggl.errors import GGLError
 
 #: the fit metric in which a client reports its partition id
 PARTITION_METRIC = "partition-id"
+#: ggl's local-training settings and the fit config / fit metrics keys under which
+#: ``ggl.flower_sim``'s server sends them (pass as ``FlowerAudit(config_keys=...)``, or a
+#: mapping of your own for the keys your server app sends)
+FIT_CONFIG_KEYS = {"local_lr": "lr", "local_epochs": "local-epochs",
+                   "local_steps": "local-steps", "local_batch_size": "batch-size",
+                   "local_momentum": "momentum", "local_weight_decay": "weight-decay"}
+_SETTING_TYPES = {"local_lr": float, "local_epochs": int, "local_steps": int,
+                  "local_batch_size": int, "local_momentum": float,
+                  "local_weight_decay": float}
 #: what ``secret(round, client)`` returns: images (N, C, H, W), labels (N,), indices
 SecretReader = Callable[[int, int], "tuple[torch.Tensor, torch.Tensor, Sequence[int]]"]
 
@@ -78,6 +88,35 @@ def victim(config: RunConfig, data, defenses) -> torch.nn.Module:
     return model
 
 
+def hyperparameters(config: RunConfig, sources: Sequence[tuple[str, Mapping]],
+                    keys: Mapping[str, str]) -> tuple[RunConfig, dict]:
+    """``config`` with the local-training settings of ``keys`` (ggl setting -> Flower key)
+    read from the first of ``sources`` (``(name, mapping)``, e.g. the fit config, then the
+    fit metrics) that holds the key; a key none holds keeps ``config``'s value.
+
+    Returns the config (unchecked: ``ggl.plan.resolve`` checks it) and, per setting, its
+    value and where it came from. Raises GGLError for a value of the wrong type."""
+    values, provenance = {}, {}
+    for setting, key in keys.items():
+        found = next(((name, source[key]) for name, source in sources if key in source),
+                     None)
+        if found is None:
+            provenance[setting] = {"value": getattr(config, setting),
+                                   "from": f"the audit's config ({key!r} not sent)"}
+            continue
+        name, value = found
+        kind = _SETTING_TYPES[setting]
+        try:
+            if isinstance(value, (bytes, bool)) or (kind is int and float(value) != int(value)):
+                raise ValueError
+            values[setting] = kind(value)
+        except (TypeError, ValueError):
+            raise GGLError(f"{name} {key!r} = {value!r}: {setting} needs "
+                           f"{'an integer' if kind is int else 'a number'}") from None
+        provenance[setting] = {"value": values[setting], "from": f"{name} {key!r}"}
+    return replace(config, **values), provenance
+
+
 @dataclass
 class CapturedUpdate:
     """One client's round as the server saw it.
@@ -88,6 +127,7 @@ class CapturedUpdate:
         returned: the client's parameters after its local training (the same layout).
         num_examples: N, the images it trained on (``FitRes.num_examples``).
         metrics: the client's fit metrics.
+        fit_config: the config the round sent to the client (``FitIns.config``).
     """
 
     round: int
@@ -96,6 +136,7 @@ class CapturedUpdate:
     returned: list[np.ndarray]
     num_examples: int
     metrics: dict
+    fit_config: dict = field(default_factory=dict)
 
 
 class FlowerAudit:
@@ -117,17 +158,23 @@ class FlowerAudit:
         schedule_known: the server knows the clients' local schedule (``local_epochs`` or
             ``local_steps``, ``local_batch_size``); False: it knows at most the lr, and only
             attacks that read the update as one gradient (update / lr) can run.
+        config_keys: ggl local-training setting -> the key under which the server's fit
+            config (what ``configure_fit`` sends the client) or else the client's fit
+            metrics carry it, read for every attacked update (e.g. an lr schedule);
+            ``FIT_CONFIG_KEYS`` are ``ggl.flower_sim``'s. None: the config's values.
 
     Raises:
         GGLError: before any training, for a config ggl would refuse, a protocol other
-            than fedavg, known labels without a secret, empty or negative targets, or an
-            unwritable or non-empty ``out``.
+            than fedavg, known labels without a secret, empty or negative targets,
+            ``config_keys`` naming no local-training setting, or an unwritable or
+            non-empty ``out``.
     """
 
     def __init__(self, config: RunConfig, *, clients: Sequence[int], rounds: Sequence[int],
                  out: str | Path, secret: SecretReader | None = None,
                  on_record: Callable[[dict], None] | None = None,
-                 control: str = "random-gradient", schedule_known: bool = True):
+                 control: str = "random-gradient", schedule_known: bool = True,
+                 config_keys: Mapping[str, str] | None = None):
         from ggl.api import PUBLIC_SAMPLE
         from ggl.data import load_dataset
         from ggl.plan import resolve
@@ -157,6 +204,7 @@ class FlowerAudit:
                                "the schedule (schedule_known=True) or the lr "
                                "(local_known=True)")
         self.schedule_known = schedule_known
+        self.config_keys = self._config_keys(config_keys)
         out = Path(out)
         checks.writable_folder(out, "out")
         if (out / INDEX_FILE).exists() and (out / INDEX_FILE).stat().st_size:
@@ -181,6 +229,18 @@ class FlowerAudit:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
                 raise GGLError(f"{name}: {v!r} is not an integer >= {lowest}")
         return tuple(int(v) for v in values)
+
+    @staticmethod
+    def _config_keys(keys: Mapping[str, str] | None) -> dict[str, str]:
+        keys = dict(keys or {})
+        for setting, key in keys.items():
+            if setting not in _SETTING_TYPES:
+                raise GGLError(f"config_keys: {setting!r} is not a local-training setting; "
+                               f"accepted: {', '.join(_SETTING_TYPES)}")
+            if not isinstance(key, str) or not key:
+                raise GGLError(f"config_keys[{setting!r}]: give the Flower config key as a "
+                               f"non-empty string, got {key!r}")
+        return keys
 
     def wants(self, round_: int, client: int) -> bool:
         return round_ in self.rounds and client in self.clients
@@ -226,10 +286,11 @@ class FlowerAudit:
                      for name, _ in model.named_parameters())
 
     def receive(self, round_: int, sent: list[np.ndarray] | None, returned, num_examples: int,
-                metrics: dict) -> None:
+                metrics: dict, fit_config: dict | None = None) -> None:
         """One client's reply as a strategy wrapper sees it: attacked when it is a target
         (``metrics`` carry its partition id), a failed record when a target round's
-        client did not say who it is."""
+        client did not say who it is. ``returned()`` gives its parameters, ``fit_config``
+        is what the round sent it."""
         client = metrics.get(PARTITION_METRIC)
         if client is None:
             if round_ in self.rounds:
@@ -237,7 +298,8 @@ class FlowerAudit:
             return
         if self.wants(round_, int(client)):
             self.attack(CapturedUpdate(round_, int(client), sent, returned(),
-                                       int(num_examples), dict(metrics)))
+                                       int(num_examples), dict(metrics),
+                                       dict(fit_config or {})))
 
     def unidentified(self, round_: int) -> None:
         """A client of a target round reported no partition id: a failed record."""
@@ -294,6 +356,12 @@ class FlowerAudit:
         if captured.num_examples < 1:
             raise GGLError(f"client {captured.client} reported {captured.num_examples} "
                            f"images (FitRes.num_examples, or the reply's 'num-examples')")
+        # N is what the client reported; its images are the secret's, not an --index
+        config = replace(config, batch_size=captured.num_examples, index=())
+        config, known = hyperparameters(config, [("the round's fit config",
+                                                  captured.fit_config),
+                                                 ("the client's fit metrics",
+                                                  captured.metrics)], self.config_keys)
         plan = resolve(config)           # a fresh attack for every update
         torch.manual_seed(config.seed)
         device = plan.device
@@ -325,6 +393,7 @@ class FlowerAudit:
                                                    "client": captured.client,
                                                    "num_examples": captured.num_examples}})
         record["schedule_known"] = self.schedule_known   # False: only the lr was used
+        record["hyperparameters"] = known       # those read from Flower, and from where
         record["ground_truth"] = (
             "scored against the client's private batch (a simulation's secret reader)"
             if secret is not None else
@@ -352,6 +421,7 @@ def audited_strategy_class():
                                f"{type(strategy).__name__}")
             self.strategy, self.audit = strategy, audit
             self.sent: dict[int, list[np.ndarray]] = {}
+            self.fit_configs: dict[int, dict[str, dict]] = {}   # round -> cid -> config
 
         def __repr__(self) -> str:
             return f"AuditedStrategy({self.strategy!r})"
@@ -360,15 +430,22 @@ def audited_strategy_class():
             return self.strategy.initialize_parameters(client_manager)
 
         def configure_fit(self, server_round, parameters, client_manager):
+            instructions = self.strategy.configure_fit(server_round, parameters,
+                                                       client_manager)
             if server_round in self.audit.rounds:
+                instructions = list(instructions)
                 self.sent[server_round] = parameters_to_ndarrays(parameters)
-            return self.strategy.configure_fit(server_round, parameters, client_manager)
+                self.fit_configs[server_round] = {proxy.cid: dict(fit_ins.config)
+                                                  for proxy, fit_ins in instructions}
+            return instructions
 
         def aggregate_fit(self, server_round, results, failures):
-            for _, fit_res in results:
+            configs = self.fit_configs.pop(server_round, {})
+            for proxy, fit_res in results:
                 self.audit.receive(server_round, self.sent.get(server_round),
                                    lambda: parameters_to_ndarrays(fit_res.parameters),
-                                   fit_res.num_examples, fit_res.metrics)
+                                   fit_res.num_examples, fit_res.metrics,
+                                   configs.get(getattr(proxy, "cid", None)))
             self.sent.pop(server_round, None)
             return self.strategy.aggregate_fit(server_round, results, failures)
 
@@ -401,26 +478,34 @@ def audit_message_strategy(strategy, audit: FlowerAudit):
     base = type(strategy)
     arrays_key = getattr(strategy, "arrayrecord_key", "arrays")
     examples_key = getattr(strategy, "weighted_by_key", "num-examples")
+    config_key = getattr(strategy, "configrecord_key", "config")
 
     class AuditedMessageStrategy(base):
         def configure_train(self, server_round, arrays, config, grid):
+            messages = super().configure_train(server_round, arrays, config, grid)
             if server_round in audit.rounds:
+                messages = list(messages)
                 self.ggl_sent[server_round] = arrays.to_numpy_ndarrays()
-            return super().configure_train(server_round, arrays, config, grid)
+                self.ggl_configs[server_round] = {
+                    m.metadata.dst_node_id: dict(m.content.get(config_key, {}))
+                    for m in messages}
+            return messages
 
         def aggregate_train(self, server_round, replies):
             replies = list(replies)           # read twice: here and by the strategy
+            configs = self.ggl_configs.pop(server_round, {})
             for reply in (r for r in replies if not r.has_error()):
                 metrics = reply.content["metrics"]
                 audit.receive(server_round, self.ggl_sent.get(server_round),
                               lambda: reply.content[arrays_key].to_numpy_ndarrays(),
-                              metrics.get(examples_key, 0), dict(metrics))
+                              metrics.get(examples_key, 0), dict(metrics),
+                              configs.get(reply.metadata.src_node_id))
             self.ggl_sent.pop(server_round, None)
             return super().aggregate_train(server_round, replies)
 
     audited = copy.copy(strategy)
     audited.__class__ = AuditedMessageStrategy
-    audited.ggl_sent = {}
+    audited.ggl_sent, audited.ggl_configs = {}, {}
     return audited
 
 

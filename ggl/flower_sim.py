@@ -6,7 +6,9 @@ Dirichlet). Client k holds ``--batch-size`` images of its share (``--index`` cou
 inside it, as ``ggl run --protocol fedavg --clients K`` picks the target's batch) and
 trains on them every round with ggl's client (``ggl.scenario.client_share``: the local SGD
 of ``ggl.local_training``, bit for bit ``torch.optim.SGD``, and the client-side
-defenses), seeded per (round, client) as ggl seeds them. So round 1's update of any client
+defenses), seeded per (round, client) as ggl seeds them. As in a real deployment, the
+server sends the local hyperparameters in the round's fit config
+(``ggl.flower.FIT_CONFIG_KEYS``) and the clients train with what they receive. So round 1's update of any client
 is the update ``ggl run --protocol fedavg --clients K --rounds 1 --target-client k`` attacks.
 (ggl's own federation trains the other clients, and the earlier rounds, on whole shares;
 here every client holds only its batch.)
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from ggl.config import RunConfig
-from ggl.flower import PARTITION_METRIC, flower
+from ggl.flower import FIT_CONFIG_KEYS, PARTITION_METRIC, flower, hyperparameters
 
 #: the fit config key that tells a client the server round (the Message API's FedAvg
 #: puts it into the train config itself)
@@ -116,15 +118,27 @@ def load_arrays(model: torch.nn.Module, arrays) -> torch.nn.Module:
     return model
 
 
-def train_client(setup: ClientSetup, client: int, round_: int, arrays) -> list[np.ndarray]:
-    """What client ``client`` returns in ``round_`` from the global ``arrays``."""
+def fit_config(config: RunConfig) -> dict:
+    """The local hyperparameters as the server sends them (``FIT_CONFIG_KEYS``)."""
+    return {key: getattr(config, setting) for setting, key in FIT_CONFIG_KEYS.items()
+            if getattr(config, setting) is not None}
+
+
+def train_client(setup: ClientSetup, client: int, round_: int, arrays,
+                 sent_config: dict | None = None) -> list[np.ndarray]:
+    """What client ``client`` returns in ``round_`` from the global ``arrays``, trained
+    with the hyperparameters of ``sent_config`` (the round's fit config; None: the
+    setup's)."""
     from ggl.federation import client_seed
     from ggl.scenario import client_share
 
     _, _, defenses = _resources(setup)
+    config = setup.config
+    if sent_config is not None:
+        config, _ = hyperparameters(config, [("fit config", sent_config)], FIT_CONFIG_KEYS)
     model = load_arrays(global_model(setup), arrays)
     images, labels, _ = client_batch(setup, client)
-    update, _, _ = client_share(model, images, labels, setup.config.local_training(),
+    update, _, _ = client_share(model, images, labels, config.local_training(),
                                 defenses, client_seed(setup.config.seed, round_, client,
                                                       setup.clients))
     with torch.no_grad():
@@ -145,7 +159,7 @@ def client_app(setup: ClientSetup):
         def fit(self, parameters, config):
             torch.set_num_threads(1)
             round_ = int(config[ROUND_KEY])
-            returned = train_client(setup, self.client, round_, parameters)
+            returned = train_client(setup, self.client, round_, parameters, config)
             return returned, setup.config.batch_size, {PARTITION_METRIC: self.client}
 
         def evaluate(self, parameters, config):
@@ -191,7 +205,8 @@ def simulate(setup: ClientSetup, rounds: int, audit=None) -> list[np.ndarray]:
     strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0,
                       min_fit_clients=setup.clients, min_available_clients=setup.clients,
                       initial_parameters=initial,
-                      on_fit_config_fn=lambda r: {ROUND_KEY: r}, evaluate_fn=keep_final)
+                      on_fit_config_fn=lambda r: {ROUND_KEY: r, **fit_config(setup.config)},
+                      evaluate_fn=keep_final)
     if audit is not None:
         from ggl.flower import AuditedStrategy
 
@@ -217,9 +232,10 @@ def message_client_app(setup: ClientSetup):
     def train(message, context):
         torch.set_num_threads(1)
         client = int(context.node_config["partition-id"])
-        round_ = int(message.content["config"][ROUND_KEY])
+        sent_config = dict(message.content["config"])
         model = load_arrays(global_model(setup), train_client(
-            setup, client, round_, message.content["arrays"].to_numpy_ndarrays()))
+            setup, client, int(sent_config[ROUND_KEY]),
+            message.content["arrays"].to_numpy_ndarrays(), sent_config))
         return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()),
                                    "metrics": MetricRecord({
                                        "num-examples": setup.config.batch_size,
@@ -232,7 +248,7 @@ def simulate_messages(setup: ClientSetup, rounds: int, audit=None) -> list[np.nd
     """:func:`simulate` with Flower's Message API: ``flwr.serverapp.strategy.FedAvg``
     (wrapped by ``ggl.flower.audit_message_strategy`` when an ``audit`` is given)."""
     _before_simulation(setup, rounds, audit)
-    from flwr.app import ArrayRecord
+    from flwr.app import ArrayRecord, ConfigRecord
     from flwr.serverapp import ServerApp
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
@@ -249,7 +265,8 @@ def simulate_messages(setup: ClientSetup, rounds: int, audit=None) -> list[np.nd
     @app.main()
     def main(grid, context):
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(
-            initial_model(setup).state_dict()), num_rounds=rounds)
+            initial_model(setup).state_dict()), num_rounds=rounds,
+            train_config=ConfigRecord(fit_config(setup.config)))
         final[:] = result.arrays.to_numpy_ndarrays()
 
     run_simulation(server_app=app, client_app=message_client_app(setup),

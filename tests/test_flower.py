@@ -20,7 +20,8 @@ pytest.importorskip("flwr", reason="the flower extra (pip install -e '.[flower]'
 from ggl import RunConfig  # noqa: E402
 from ggl.api import prepare, run  # noqa: E402
 from ggl.errors import GGLError  # noqa: E402
-from ggl.flower import AuditedStrategy, CapturedUpdate, FlowerAudit  # noqa: E402
+from ggl.flower import (FIT_CONFIG_KEYS, AuditedStrategy, CapturedUpdate,  # noqa: E402
+                        FlowerAudit)
 from ggl.flower_sim import (ClientSetup, client_batch, global_model, simulate,  # noqa: E402
                             to_arrays, train_client)
 from ggl.plan import resolve  # noqa: E402
@@ -29,6 +30,9 @@ CONFIG = RunConfig(attack="ig-multi", model="lenet", protocol="fedavg", local_lr
                    local_steps=2, local_batch_size=1, batch_size=2, index=(0,),
                    known_labels=True, budget=30, device="cpu", seed=0)
 SETUP = ClientSetup(CONFIG, clients=2)
+#: the audit's own config holds other hyperparameters than the clients': with
+#: config_keys it must read theirs from the round's fit config to match ggl run
+AUDIT_CONFIG = RunConfig(**{**CONFIG.to_dict(), "local_lr": 0.5, "local_steps": 7})
 
 
 def federation_config() -> RunConfig:
@@ -44,7 +48,8 @@ def secret_of_client_0(round_, client):
 @pytest.fixture(scope="module")
 def simulations(tmp_path_factory):
     out = tmp_path_factory.mktemp("flower") / "audit"
-    audit = FlowerAudit(CONFIG, clients=[0, 1], rounds=[1], out=out, secret=secret_of_client_0)
+    audit = FlowerAudit(AUDIT_CONFIG, clients=[0, 1], rounds=[1], out=out,
+                        secret=secret_of_client_0, config_keys=FIT_CONFIG_KEYS)
     wrapped = simulate(SETUP, 1, audit=audit)
     plain = simulate(SETUP, 1)
     return audit, wrapped, plain
@@ -79,6 +84,11 @@ def test_captured_update_and_psnr_equal_ggl_run(simulations):
     assert record["metrics"]["psnr"] == pytest.approx(reference.record["metrics"]["psnr"],
                                                       abs=1e-6)
     assert record["metrics"]["psnr"] > 0
+    stored = json.loads((audit.store.root / record["run_dir"] / "run.json").read_text())
+    assert stored["hyperparameters"]["local_lr"] == {"value": 0.01,
+                                                     "from": "the round's fit config 'lr'"}
+    assert stored["hyperparameters"]["local_steps"]["value"] == 2
+    assert stored["config"]["local_lr"] == 0.01 and stored["config"]["local_steps"] == 2
 
 
 def record_indices(audit, record):
@@ -150,6 +160,32 @@ def test_threat_model_errors(tmp_path):
         FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "b")
 
 
+def test_hyperparameters_come_from_the_fit_config_then_the_metrics(tmp_path):
+    from ggl.flower import hyperparameters
+
+    keys = {"local_lr": "lr", "local_steps": "steps", "local_momentum": "momentum"}
+    config, known = hyperparameters(CONFIG, [("fit config", {"lr": 0.2}),
+                                             ("metrics", {"lr": 9.0, "steps": 3.0})], keys)
+    assert (config.local_lr, config.local_steps, config.local_momentum) == (0.2, 3, 0.0)
+    assert known["local_lr"]["from"] == "fit config 'lr'"
+    assert known["local_steps"] == {"value": 3, "from": "metrics 'steps'"}
+    assert "'momentum' not sent" in known["local_momentum"]["from"]
+    with pytest.raises(GGLError, match="fit config 'steps' = 2.5: local_steps needs an "
+                                       "integer"):
+        hyperparameters(CONFIG, [("fit config", {"steps": 2.5})], keys)
+    with pytest.raises(GGLError, match="config_keys: 'lr' is not a local-training setting"):
+        FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "a",
+                    secret=secret_of_client_0, config_keys={"lr": "lr"})
+    # a wrong value sent to a target client: its attack is a recorded failure
+    audit = FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "b",
+                        secret=secret_of_client_0, config_keys=FIT_CONFIG_KEYS)
+    sent = to_arrays(global_model(SETUP))
+    audit.receive(1, sent, lambda: sent, 2, {"partition-id": 0}, {"lr": "fast"})
+    assert audit.records[0]["status"] == "failed"
+    assert "the round's fit config 'lr' = 'fast': local_lr needs a number" in \
+        audit.records[0]["error"]
+
+
 def test_only_a_flower_strategy_can_be_wrapped(tmp_path):
     audit = FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "a",
                         secret=secret_of_client_0)
@@ -170,10 +206,15 @@ def test_flower_sim_command_writes_a_report_able_store(tmp_path):
 
     out = tmp_path / "audit"
     result = CliRunner().invoke(cli, FLOWER_SIM + ["--out", str(out), "--flower-api",
-                                                   "message"])
+                                                   "message", "--json"])
     assert result.exit_code == 0, result.output
-    assert "round 1, client 0: done PSNR" in result.output
-    assert "Flower simulation: 2 clients, 1 rounds" in result.output
+    assert "round 1, client 0: done PSNR" in result.stderr
+    assert "Flower simulation: 2 clients, 1 rounds" in result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["out"] == str(out) and printed["flower_api"] == "message"
+    assert [r["cell"]["control"] for r in printed["records"]] == ["none",
+                                                                  "random-gradient"]
+    assert printed["records"][0]["metrics"]["psnr"] > 0
     report = CliRunner().invoke(cli, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "2 done, 0 failed" in report.output
@@ -248,8 +289,9 @@ def test_message_api_strategy_is_audited_without_changing_its_aggregate(tmp_path
     from ggl.flower import audit_message_strategy
     from ggl.flower_sim import simulate_messages
 
-    audit = FlowerAudit(CONFIG, clients=[0], rounds=[1], out=tmp_path / "a",
-                        secret=secret_of_client_0, control="none")
+    audit = FlowerAudit(AUDIT_CONFIG, clients=[0], rounds=[1], out=tmp_path / "a",
+                        secret=secret_of_client_0, control="none",
+                        config_keys=FIT_CONFIG_KEYS)
     wrapped = simulate_messages(SETUP, 1, audit=audit)
     plain = simulate_messages(SETUP, 1)
     assert len(plain) == 8
