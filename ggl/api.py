@@ -79,13 +79,18 @@ def prepare(plan: RunConfig | RunPlan) -> tuple[Scenario, ImageData]:
     sample = range(min(PUBLIC_SAMPLE, len(data.public)))
     public = torch.stack([data.public[i][0] for i in sample])
     public_labels = torch.tensor([int(data.public[i][1]) for i in sample])
+    server_sent = None
+    if plan.attack.threat_model == "active":   # a malicious server modifies what it sends,
+        server_public = torch.stack([data.public[i][0] for i in range(len(data.public))])
+        model, server_sent = plan.attack.server_model(model, server_public.to(device))
     scenario = Scenario(model, images.to(device), labels.to(device),
                         num_classes=data.num_classes, mean=data.mean, std=data.std,
                         indices=indices, known_labels=config.known_labels,
                         public_images=public.to(device), domain=data.name,
                         defenses=defenses, seed=config.seed, local_training=training,
                         other_clients=others, federation=facts,
-                        local_known=config.local_known, public_labels=public_labels.to(device))
+                        local_known=config.local_known, public_labels=public_labels.to(device),
+                        server_sent=server_sent)
     return scenario, data
 
 
@@ -204,6 +209,7 @@ def run_record(plan: RunPlan, observation: Observation, reconstruction: Reconstr
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "info": reconstruction.info,
         "federation": federation,
+        "server": observation.server_sent or {"threat_model": "honest-but-curious"},
         "server_local_training": None if observation.weight_update is None else {
             **asdict(observation.weight_update.training),
             "estimated": list(observation.weight_update.estimated)},

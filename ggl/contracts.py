@@ -68,6 +68,9 @@ class Observation:
             update divided by the local lr, the gradient a FedSGD attack reads from it
             (the sum of the local steps' gradients: exactly the batch's gradient when E = 1
             and B = N). ``None`` for FedSGD.
+        server_sent: what a malicious server changed in the model before sending it (the
+            ``active`` threat model, e.g. Robbing the Fed's imprint block); ``model`` is
+            then the modified model. ``None``: the honest server sent its model.
     """
 
     model: nn.Module
@@ -82,6 +85,7 @@ class Observation:
     public_images: torch.Tensor | None = None
     domain: str | None = None
     weight_update: WeightUpdate | None = None
+    server_sent: dict | None = None
 
     @property
     def device(self) -> torch.device:

@@ -84,10 +84,13 @@ def _expected_softmax_and_features(observation: Observation, samples: int, seed:
 
 def _round_counts(estimate: torch.Tensor, total: int) -> torch.Tensor:
     """Non-negative counts ``(K,)`` summing to ``total`` from real estimates ``(K,)``:
-    scaled to the total, floored, the remainder to the largest fractional parts."""
-    estimate = estimate.clamp_min(0).double().cpu()
-    if estimate.sum() > 0:
-        estimate = estimate * total / estimate.sum()
+    scaled to the total, floored, the remainder to the largest fractional parts (a
+    non-finite estimate, from a diverged update, counts as 0)."""
+    estimate = torch.nan_to_num(estimate.double().cpu(), nan=0.0, posinf=0.0,
+                                neginf=0.0).clamp_min(0)
+    if not estimate.sum() > 0:            # nothing to go by: the classes alike
+        estimate = torch.ones_like(estimate)
+    estimate = estimate * total / estimate.sum()
     counts = estimate.floor().long()
     remainder = estimate - counts
     for c in remainder.argsort(descending=True)[: total - int(counts.sum())]:

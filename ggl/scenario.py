@@ -121,7 +121,7 @@ def server_observation(server_model: nn.Module, shared: Sequence[torch.Tensor], 
                        public_images: torch.Tensor | None, domain: str | None,
                        local_training: LocalTraining | None, local_known: bool = True,
                        public_labels: torch.Tensor | None = None,
-                       clients: int = 1) -> Observation:
+                       clients: int = 1, server_sent: dict | None = None) -> Observation:
     """The server's view of a shared update (a simulated client's, or one captured from a
     real FL run, ``ggl.flower``).
 
@@ -134,6 +134,7 @@ def server_observation(server_model: nn.Module, shared: Sequence[torch.Tensor], 
             FedSGD); with ``local_known`` False it estimates the rest from the update and
             its public images (labelled by ``public_labels``).
         clients: 1, or the number of clients whose aggregate ``shared`` is.
+        server_sent: what a malicious server changed in the model it sent (None: honest).
     """
     weight_update = None
     if local_training is not None:          # what a FedSGD attack reads from an update
@@ -148,7 +149,7 @@ def server_observation(server_model: nn.Module, shared: Sequence[torch.Tensor], 
                        image_shape=tuple(image_shape), num_classes=num_classes,
                        mean=tuple(mean), std=tuple(std), labels=labels,
                        defenses=tuple(defenses), public_images=public_images,
-                       domain=domain, weight_update=weight_update)
+                       domain=domain, weight_update=weight_update, server_sent=server_sent)
 
 
 class Scenario:
@@ -172,6 +173,8 @@ class Scenario:
         local_known: the server knows ``local_training``; False: it knows the schedule and
             estimates the rest from the update and its public images, whose labels
             ``public_labels`` ``(N,)`` are then needed (``estimate_training``).
+        server_sent: with a malicious server, what it changed in ``model`` (which is then
+            the modified model the client trains); None: an honest server.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -182,7 +185,8 @@ class Scenario:
                  local_training: LocalTraining | None = None,
                  other_clients: "OtherClients | None" = None,
                  federation: dict | None = None, local_known: bool = True,
-                 public_labels: torch.Tensor | None = None):
+                 public_labels: torch.Tensor | None = None,
+                 server_sent: dict | None = None):
         self.model = model
         self.images, self.labels = images, labels
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
@@ -197,6 +201,7 @@ class Scenario:
         self.federation = federation
         self.local_known = local_known
         self.public_labels = public_labels
+        self.server_sent = server_sent
 
     def observe(self) -> tuple[Observation, Secret]:
         """Run the client step and return ``(Observation, Secret)``."""
@@ -215,7 +220,8 @@ class Scenario:
             defenses=self.defenses, public_images=self.public_images,
             public_labels=self.public_labels, domain=self.domain,
             local_training=self.local_training, local_known=self.local_known,
-            clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes))
+            clients=1 if self.other_clients is None else 1 + len(self.other_clients.sizes),
+            server_sent=self.server_sent)
         secret = Secret(self.images.clone(), self.labels.clone(), self.indices,
                         tuple(m.clone() for m in masks), tuple(map(tuple, order)))
         return observation, secret

@@ -11,7 +11,8 @@ from ggl.contracts import Observation, Secret
 from ggl.scenario import Scenario, client_gradient
 
 DOCUMENTED_FIELDS = {"model", "gradient", "batch_size", "image_shape", "num_classes", "mean",
-                     "std", "labels", "defenses", "public_images", "domain", "weight_update"}
+                     "std", "labels", "defenses", "public_images", "domain", "weight_update",
+                     "server_sent"}
 
 
 def _reachable_tensors(obj, seen=None):
@@ -132,7 +133,9 @@ def test_attacks_reject_a_secret(lenet, observe):
     observation, secret, scenario = observe(lenet, [3])
     assert isinstance(secret, Secret)
     for name, cls in ATTACKS.items():
-        attack = cls(seed=0, budget=1, **({"population": 1, "ng_method": "CMA"}
+        budget = {"budget": 1} if "budget" in {f.name for f in
+                                               dataclasses.fields(cls.Options)} else {}
+        attack = cls(seed=0, **budget, **({"population": 1, "ng_method": "CMA"}
                                           if name == "ggl" else {}))
         with pytest.raises(TypeError):
             attack.reconstruct(secret)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
+from torch import nn
 
 from ggl.ceiling import LatentSearch
 from ggl.checks import MAX_BUDGET
@@ -66,6 +67,9 @@ class Attack:
     needs_defense: ClassVar[str | None] = None
     #: the protocol whose update the attack inverts (``fedavg``), if only one
     needs_protocol: ClassVar[str | None] = None
+    #: ``honest``: the server sends the model as it is (honest-but-curious); ``active``:
+    #: it sends :meth:`server_model`'s modification of it (a malicious server)
+    threat_model: ClassVar[str] = "honest"
 
     def __init__(self, seed: int = 0, adaptive: bool = False, defense_known: bool = True,
                  **overrides):
@@ -91,6 +95,13 @@ class Attack:
             raise GGLError(f"--adaptive with --protocol fedavg models the defense on the "
                            f"weight update, which --attack {self.name} reads as one gradient "
                            f"(update / lr): use ig-multi, dlf or ggl")
+
+    def server_model(self, model: nn.Module, public_images: torch.Tensor
+                     ) -> tuple[nn.Module, dict | None]:
+        """The model the server sends instead of ``model``, and what it changed (an
+        ``active`` attack's; ``public_images`` ``(N, C, H, W)`` are the server's data).
+        The honest server sends ``model`` itself."""
+        return model, None
 
     def simulates_updates(self) -> bool:
         """Whether the attack scores candidates by their simulated FedAvg update
