@@ -4,6 +4,8 @@ For each victim (LeNet, ResNet-18) and bin count (128, 1,000), five batches of 6
 private digits (drawn by seeds 0-4) are attacked through `ggl.api.run` (FedSGD, the
 malicious server's imprint block before the model); then, on LeNet with 128 bins, FedAvg
 updates of 1, 5 and 10 local steps in batches of 8 at lr 0.1 show how recovery degrades.
+Each setting is also run on its random-gradient control (the same attack given noise in
+place of the update).
 
     OMP_NUM_THREADS=1 python experiments/benchmarks/rtf_table.py [--batches 5]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 
 from ggl import RunConfig
 from ggl.api import run
@@ -28,10 +31,13 @@ def recovered(config: RunConfig) -> tuple[int, int, float]:
 
 def row(label: str, configs: list[RunConfig]) -> None:
     results = [recovered(c) for c in configs]
+    controls = [recovered(replace(c, control="random-gradient")) for c in configs]
     counts = [r[0] for r in results]
     print(f"| {label} | {statistics.mean(counts):.1f} | {min(counts)}-{max(counts)} | "
           f"{statistics.mean(r[1] for r in results):.1f} | "
-          f"{100 * statistics.mean(r[2] for r in results):.0f}% |", flush=True)
+          f"{100 * statistics.mean(r[2] for r in results):.0f}% | "
+          f"{statistics.mean(r[0] for r in controls):.1f} / "
+          f"{100 * statistics.mean(r[2] for r in controls):.0f}% |", flush=True)
 
 
 def main() -> None:
@@ -41,8 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     seeds = range(args.batches)
     print(f"| setting | recovered >= 40 dB (of {args.batch_size}), mean | range | bins read "
-          f"| judge |")
-    print("|---|---|---|---|---|")
+          f"| judge | control: recovered / judge |")
+    print("|---|---|---|---|---|---|")
     for model in ("lenet", "resnet18"):
         for bins in (128, 1000):
             row(f"{model}, {bins} bins, FedSGD", [

@@ -45,6 +45,7 @@ class RobbingTheFed(Attack):
     threat_model = "active"
 
     def _validate(self) -> None:
+        super()._validate()
         o = self.options
         if o.bins < 2:
             raise GGLError(f"bins must be at least 2, got {o.bins}")
