@@ -62,7 +62,7 @@ class DropoutInversion(InvertingGradients):
         self._masks = mask_model(observation)
         return [m.requires_grad_(True) for m in self._masks.initial(generator)]
 
-    def _loss(self, objective, observation, images, masks, labels) -> torch.Tensor:
+    def _matching_loss(self, objective, observation, images, masks, labels) -> torch.Tensor:
         """Gradient distance (+ TV) under the current masks, plus the mask-rate regularizer."""
         with supplied_masks(observation.model, masks):
             loss = objective(images.unsqueeze(0), labels)[0]

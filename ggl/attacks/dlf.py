@@ -227,7 +227,7 @@ class DLF(InvertingGradients):
                              for _ in range(copies - 1)]).requires_grad_(True)] \
             if copies > 1 else []
 
-    def _loss(self, objective, observation, images, extras, labels):
+    def _matching_loss(self, objective, observation, images, extras, labels):
         copies = torch.cat([images.unsqueeze(0), *extras]) if extras else images.unsqueeze(0)
         return objective(copies, labels)
 

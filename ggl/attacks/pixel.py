@@ -20,6 +20,7 @@ from ggl.attacks.base import Attack, Progress, Reconstruction
 from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
+from ggl.bn_prior import BatchNormPrior
 from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath
 from ggl.registry import Registry
 
@@ -197,7 +198,8 @@ Schedule = Literal["steps", "cosine", "constant"]
 class IGOptions:
     """Inverting Gradients defaults (the paper's script): 24,000 iterations, Adam lr 0.1 on
     the sign of the gradient, lr x0.1 at 3/8, 5/8, 7/8, cosine distance, TV 1e-4, pixels
-    boxed, images from N(0, 1), one restart."""
+    boxed, images from N(0, 1), one restart. ``bn_prior`` > 0 adds that multiple of
+    GradInversion's BatchNorm-statistics prior (``ggl.bn_prior``; victims with BatchNorm)."""
 
     budget: int = 24_000
     lr: float = 0.1
@@ -210,6 +212,7 @@ class IGOptions:
     schedule: Schedule = "steps"
     boxed: bool = True
     path: EvaluationPath = "auto"
+    bn_prior: float = 0.0
 
 
 class InvertingGradients(Attack):
@@ -222,6 +225,8 @@ class InvertingGradients(Attack):
     def _validate(self):
         super()._validate()
         _check_common(self.options)
+        if not self.options.bn_prior >= 0:
+            raise GGLError(f"bn_prior must be non-negative, got {self.options.bn_prior}")
 
     def _scheduler(self, optimizer):
         o = self.options
@@ -237,10 +242,18 @@ class InvertingGradients(Attack):
         """Tensors optimized (plain Adam steps) alongside the image, drawn after it."""
         return []
 
+    def _matching_loss(self, objective, observation: Observation, images: torch.Tensor,
+                       extras: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The scalar matching loss of ``images (B, C, H, W)`` (and the extra variables)."""
+        return objective(images.unsqueeze(0), labels)[0]
+
     def _loss(self, objective, observation: Observation, images: torch.Tensor,
               extras: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """The scalar loss of ``images (B, C, H, W)`` (and the extra variables)."""
-        return objective(images.unsqueeze(0), labels)[0]
+        """The matching loss plus, with ``bn_prior``, the BatchNorm-statistics prior."""
+        loss = self._matching_loss(objective, observation, images, extras, labels)
+        if self.bn_prior is not None:
+            loss = loss + self.options.bn_prior * self.bn_prior(images)
+        return loss
 
     def _project_extras(self, extras: list[torch.Tensor]) -> None:
         """Bring the extra variables back into their valid set after a step (in place)."""
@@ -254,6 +267,7 @@ class InvertingGradients(Attack):
         objective = self.matching_objective(observation, distance=o.distance,
                                             layer_weights=o.layer_weights, tv=o.tv,
                                             path=o.path)
+        self.bn_prior = BatchNormPrior(observation.model) if o.bn_prior > 0 else None
         low, high = observation.pixel_bounds()
         generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []
