@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ggl.errors import GGLError
@@ -30,12 +31,13 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 class BatchNormPrior:
-    """``R_BN`` of candidate batches for ``model`` (module docstring).
+    """``R_BN`` of candidate batches for ``model`` (module docstring), one value per batch.
 
     The candidates go through a private copy of ``model`` in the model's own mode whose
-    BatchNorm layers keep their running statistics fixed (momentum 0), so a train-mode
-    copy normalises with the candidates' batch statistics as the client did, and
-    nothing of the observed model changes.
+    BatchNorm layers normalise each batch of B candidates by itself: a population of P
+    batches runs as one ``(P * B)`` pass, and a train-mode layer uses each batch's own
+    statistics, as the client's did, never the population's. The copy's running
+    statistics are never updated, and nothing of the observed model changes.
 
     Raises:
         GGLError: ``model`` has no BatchNorm layer (or one without running statistics).
@@ -52,25 +54,57 @@ class BatchNormPrior:
             if layer.running_mean is None:
                 raise GGLError("bn_prior needs BatchNorm layers that track running "
                                "statistics (track_running_stats=True)")
-            layer.momentum = 0.0
+            layer.forward = self._batchwise(layer)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.targets = [(layer.running_mean.clone(), layer.running_var.clone())
                         for layer in self.layers]
+        self._batch = 1
+        self._inputs: list[torch.Tensor] = []
+
+    def _batchwise(self, layer: nn.modules.batchnorm._BatchNorm):
+        """``layer``'s forward on ``(P * B, C, ...)`` that records its input and, in train
+        mode, normalises each consecutive group of B samples with that group's statistics."""
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            self._inputs.append(x)
+            if not layer.training:
+                return F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight,
+                                    layer.bias, False, 0.0, layer.eps)
+            groups = x.reshape(-1, self._batch, x.shape[1], x[0, 0].numel())  # (P, B, C, n)
+            mean = groups.mean((1, 3), keepdim=True)
+            var = groups.var((1, 3), unbiased=False, keepdim=True)
+            out = (groups - mean) * torch.rsqrt(var + layer.eps)
+            if layer.affine:
+                out = out * layer.weight.view(1, 1, -1, 1) + layer.bias.view(1, 1, -1, 1)
+            return out.reshape(x.shape)
+
+        return forward
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """``R_BN`` of ``images (B, C, H, W)``: a scalar, differentiable in ``images``."""
-        inputs: list[torch.Tensor] = []
-        hooks = [layer.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
-                 for layer in self.layers]
+        """``R_BN`` of ``images``: a batch ``(B, C, H, W)`` gives a scalar, a population of
+        batches ``(P, B, C, H, W)`` gives ``(P,)``; differentiable in ``images``."""
+        population = images.dim() == 5
+        batches = images if population else images.unsqueeze(0)
+        count, self._batch = batches.shape[:2]
+        self._inputs = []
         try:
-            self.model(images)
+            self.model(batches.flatten(0, 1))
+            total = batches.new_zeros(count)
+            for x, (mean, var) in zip(self._inputs, self.targets):
+                groups = x.reshape(count, self._batch, x.shape[1], x[0, 0].numel())
+                total = total + torch.linalg.vector_norm(
+                    groups.mean((1, 3)) - mean, dim=1) + torch.linalg.vector_norm(
+                    groups.var((1, 3), unbiased=False) - var, dim=1)
         finally:
-            for hook in hooks:
-                hook.remove()
-        total = images.new_zeros(())
-        for x, (mean, var) in zip(inputs, self.targets):
-            dims = [d for d in range(x.dim()) if d != 1]          # all but the channels
-            total = total + torch.linalg.vector_norm(x.mean(dims) - mean) + \
-                torch.linalg.vector_norm(x.var(dims, unbiased=False) - var)
-        return total
+            self._inputs = []
+        return total if population else total[0]
+
+
+def group_consistency(members: torch.Tensor) -> torch.Tensor:
+    """GradInversion's group-consistency term of ``members (G, B, C, H, W)``: each member's
+    L2 distance to the group's consensus (their pixel-wise mean, held fixed for the step),
+    summed over the group: a scalar. GradInversion registers the members to each other
+    before averaging (RANSAC-flow on ImageNet photos); ggl averages them as they are."""
+    consensus = members.detach().mean(0, keepdim=True)
+    return torch.linalg.vector_norm((members - consensus).flatten(1), dim=1).sum()

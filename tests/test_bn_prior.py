@@ -2,12 +2,14 @@
 the attacks built on them)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from ggl import RunConfig
 from ggl.api import run
-from ggl.bn_prior import BatchNormPrior, batchnorm_layers
+from ggl.bn_prior import BatchNormPrior, batchnorm_layers, group_consistency
 from ggl.data import load_dataset
 from ggl.errors import GGLError
 from ggl.models import build_victim, train_victim
@@ -57,3 +59,76 @@ def test_bn_prior_errors():
                        control="none", extra={"bn_prior": 0.1})
     with pytest.raises(GGLError, match="this victim has no BatchNorm layer"):
         run(config, write=False)
+
+
+def test_a_population_scores_each_batch_as_that_batch_alone(trained_convnet):
+    """A population of P batches in one pass gives each batch's own R_BN: train-mode
+    layers normalise a batch with its own statistics, never the population's."""
+    model, real = trained_convnet
+    prior = BatchNormPrior(model)
+    batches = torch.stack([real[:4], real[4:], torch.randn_like(real[:4])])
+    together = prior(batches)
+    alone = torch.stack([prior(batch) for batch in batches])
+    assert together.shape == (3,)
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    # and one batch alone is scored through the same forward pass the client ran
+    reference = copy.deepcopy(model)
+    seen = []
+    for layer in batchnorm_layers(reference):
+        layer.momentum = 0.0
+        layer.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    reference(real[:4])
+    expected = sum(torch.linalg.vector_norm(x.mean((0, 2, 3)) - l.running_mean) +
+                   torch.linalg.vector_norm(x.var((0, 2, 3), unbiased=False) - l.running_var)
+                   for x, l in zip(seen, batchnorm_layers(reference)))
+    torch.testing.assert_close(alone[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_group_consistency_pulls_members_to_their_mean():
+    members = torch.randn(3, 2, 1, 4, 4, requires_grad=True)
+    value = group_consistency(members)
+    consensus = members.detach().mean(0)
+    expected = sum(torch.linalg.vector_norm(m - consensus) for m in members.detach())
+    torch.testing.assert_close(value, expected)
+    value.backward()
+    # the gradient points away from the consensus: a step against it moves members closer
+    step = members.detach() - 0.1 * members.grad
+    assert group_consistency(step) < value
+
+
+def test_ig_with_a_group_returns_its_best_member_and_group_one_changes_nothing():
+    base = dict(attack="ig-adam", model="convnet", width=8, model_mode="train", batch_size=2,
+                budget=8, device="cpu", seed=0, victim_steps=5, control="none")
+    plain = run(RunConfig(**base), write=False).record
+    one = run(RunConfig(**base, extra={"group": 1}), write=False).record
+    assert one["metrics"]["psnr"] == plain["metrics"]["psnr"]
+    grouped = run(RunConfig(**base, extra={"group": 3, "group_weight": 0.01,
+                                           "bn_prior": 0.1}), write=False).record
+    losses = grouped["info"]["group_losses"]
+    assert len(losses) == 1 and len(losses[0]) == 3
+    assert grouped["info"]["restart_losses"] == [min(losses[0])]
+
+
+def test_ggl_takes_the_bn_prior_as_an_extra_term():
+    config = RunConfig(attack="ggl", model="convnet", width=8, model_mode="train",
+                       batch_size=1, budget=60, device="cpu", seed=0, victim_steps=5,
+                       control="none", extra={"ng_method": "CMA", "bn_prior": 0.5,
+                                              "population": 10})
+    record = run(config, write=False).record
+    assert record["attack_options"]["bn_prior"] == 0.5
+    assert record["metrics"]["psnr"] > 0
+
+
+@pytest.mark.parametrize("attack,extra,message", [
+    ("ig", {"group": 0}, "group must be at least 1"),
+    ("ig-adam", {"group_weight": -1.0}, "group_weight must be non-negative"),
+    ("ggl", {"bn_prior": -0.1}, "bn_prior must be >= 0"),
+])
+def test_group_and_ggl_bn_prior_errors(attack, extra, message):
+    with pytest.raises(GGLError, match=message):
+        resolve(RunConfig(attack=attack, extra=extra))
+
+
+def test_group_is_refused_by_attacks_with_extra_variables():
+    with pytest.raises(GGLError, match="group > 1 is for attacks that optimize the images"):
+        resolve(RunConfig(attack="dia", dropout=0.1, model="mlp", extra={"group": 2}))

@@ -50,6 +50,7 @@ class DropoutInversion(InvertingGradients):
     needs_dropout = True
     summary = "Dropout Inversion Attack: image + continuous dropout masks (Scheliga et al. 2022)"
     Options = DIAOptions
+    supports_group = False        # extra variables per image set
 
     def _validate(self):
         super()._validate()

@@ -190,6 +190,7 @@ class DLF(InvertingGradients):
     summary = ("DLF on FedAvg updates: a copy of the images per epoch tied by an "
                "order-invariant prior, labels from the update (Dimitrov et al. 2022)")
     Options = DLFOptions
+    supports_group = False        # extra variables per image set
     needs_protocol = "fedavg"
 
     def _validate(self):

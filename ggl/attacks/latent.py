@@ -36,6 +36,7 @@ from ggl.attacks.dia import mask_model
 from ggl.attacks.generator_stages import check_generator_stages, run_generator_stages
 from ggl.attacks.refinement import refine_pixels
 from ggl.attacks.stages import GENERATOR_STAGES, SAMPLE, run_latent_stages
+from ggl.bn_prior import BatchNormPrior
 from ggl.ceiling import LatentSearch
 from ggl.contracts import Observation
 from ggl.dropout import supplied_masks
@@ -80,6 +81,9 @@ class GGLOptions:
     ``update`` (``--protocol fedavg``): ``simulate`` scores each candidate by its update
     through the client's simulated local SGD (:mod:`ggl.attacks.weight_update`); ``naive``
     reads the shared update as a gradient, update / lr.
+    ``bn_prior`` > 0 adds that multiple of GradInversion's BatchNorm-statistics prior of
+    each candidate batch to the latent search's objective (``ggl.bn_prior``; victims with
+    BatchNorm; the gias / gifd stages and the pixel refinement match the gradient alone).
     """
 
     budget: int = 25_000
@@ -110,6 +114,7 @@ class GGLOptions:
     gifd_radius_step: float = 500.0
     holdout: float = 0.0
     update: Literal["simulate", "naive"] = "simulate"
+    bn_prior: float = 0.0
 
 
 #: the search ``ggl run`` uses when neither --stages nor --ng_method is given: score prior
@@ -154,7 +159,7 @@ class GGL(Attack):
         if o.n_trials < 1:
             raise GGLError(f"--n_trials (--restarts) must be at least 1, got {o.n_trials}")
         for name in ("kl", "tv", "refine_steps", "refine_tv", "mask_rate_weight", "gias_reg",
-                     "gifd_radius_step"):
+                     "gifd_radius_step", "bn_prior"):
             if getattr(o, name) < 0:
                 raise GGLError(f"{name} must be >= 0, got {getattr(o, name)}")
         if o.chunk_size is not None and o.chunk_size < 1:
@@ -278,6 +283,7 @@ class GGL(Attack):
                                             layer_weights=o.layer_weights, tv=o.tv,
                                             path=o.path, chunk_size=o.chunk_size)
 
+        bn_prior = BatchNormPrior(observation.model) if o.bn_prior > 0 else None
         # the searched vector: the B latents, then (--dropout-masks model) the masks
         masks = mask_model(observation) if o.dropout_masks == "model" else None
         latent_size = batch * dim
@@ -305,7 +311,10 @@ class GGL(Attack):
         def loss(vector: torch.Tensor, differentiable: bool) -> torch.Tensor:
             latents, current = split(vector)
             with torch.set_grad_enabled(differentiable), under(current):
-                value = objective(generate(latents), labels)
+                candidates = generate(latents)
+                value = objective(candidates, labels)
+                if bn_prior is not None:
+                    value = value + o.bn_prior * bn_prior(candidates).to(value.device)
                 if o.kl:
                     value = value + o.kl * latent_kl(latents.to(value.device))
                 if current is not None:
@@ -375,10 +384,13 @@ class GGL(Attack):
         search_evaluations = objective.evaluations
 
         def objective_at(latents: torch.Tensor) -> torch.Tensor:
-            """The searched objective (gradient loss + KL, under the returned masks):
+            """The searched objective (gradient loss + KL + BN prior, under the returned masks):
             ``(P, B * d)`` latents -> ``(P,)``; for the metrics' search gap."""
             with torch.no_grad(), under(best["masks"]):
-                value = objective(generate(latents), labels)
+                candidates = generate(latents)
+                value = objective(candidates, labels)
+                if bn_prior is not None:
+                    value = value + o.bn_prior * bn_prior(candidates)
                 return value + o.kl * latent_kl(latents.to(value.device)) if o.kl else value
 
         searched = LatentSearch(prior=prior, labels=labels,

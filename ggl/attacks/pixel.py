@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 
 from ggl.attacks.base import Attack, Progress, Reconstruction
 from ggl.contracts import Observation
 from ggl.errors import GGLError
+from ggl.bn_prior import BatchNormPrior, group_consistency
 from ggl.labels import infer_labels
-from ggl.bn_prior import BatchNormPrior
 from ggl.objective import DISTANCES, LAYER_WEIGHTS, EvaluationPath
 from ggl.registry import Registry
 
@@ -198,8 +198,13 @@ Schedule = Literal["steps", "cosine", "constant"]
 class IGOptions:
     """Inverting Gradients defaults (the paper's script): 24,000 iterations, Adam lr 0.1 on
     the sign of the gradient, lr x0.1 at 3/8, 5/8, 7/8, cosine distance, TV 1e-4, pixels
-    boxed, images from N(0, 1), one restart. ``bn_prior`` > 0 adds that multiple of
-    GradInversion's BatchNorm-statistics prior (``ggl.bn_prior``; victims with BatchNorm)."""
+    boxed, images from N(0, 1), one restart.
+
+    GradInversion's terms (Yin et al. 2021, ``ggl.bn_prior``), off by default:
+    ``bn_prior`` > 0 adds that multiple of the BatchNorm-statistics prior (victims with
+    BatchNorm); ``group`` > 1 optimizes that many images from different random starts
+    side by side, each pulled towards the group's mean image by ``group_weight`` x its L2
+    distance (group consistency); each restart returns its member of lowest loss."""
 
     budget: int = 24_000
     lr: float = 0.1
@@ -213,6 +218,8 @@ class IGOptions:
     boxed: bool = True
     path: EvaluationPath = "auto"
     bn_prior: float = 0.0
+    group: int = 1
+    group_weight: float = 0.01
 
 
 class InvertingGradients(Attack):
@@ -221,12 +228,25 @@ class InvertingGradients(Attack):
     name = "ig"
     summary = "Inverting Gradients: cosine + TV, signed Adam, boxed pixels (Geiping et al. 2020)"
     Options = IGOptions
+    #: the attack optimizes the images alone, so a group of them can run side by side
+    #: (attacks with extra variables per image set this False)
+    supports_group: ClassVar[bool] = True
 
     def _validate(self):
         super()._validate()
-        _check_common(self.options)
-        if not self.options.bn_prior >= 0:
-            raise GGLError(f"bn_prior must be non-negative, got {self.options.bn_prior}")
+        o = self.options
+        _check_common(o)
+        if not o.bn_prior >= 0:
+            raise GGLError(f"bn_prior must be non-negative, got {o.bn_prior}")
+        if not o.group_weight >= 0:
+            raise GGLError(f"group_weight must be non-negative, got {o.group_weight}")
+        if o.group < 1:
+            raise GGLError(f"group must be at least 1 (the images optimized side by side), "
+                           f"got {o.group}")
+        if o.group > 1 and not self.supports_group:
+            raise GGLError(f"group > 1 is for attacks that optimize the images alone "
+                           f"(ig, ig-adam, ig-multi); {self.name} optimizes more: leave "
+                           f"group at 1")
 
     def _scheduler(self, optimizer):
         o = self.options
@@ -272,29 +292,36 @@ class InvertingGradients(Attack):
         generator = self.generator()
         history, snapshots, failures = [], Snapshots(o.budget), []
         best_loss, best_images, best_extras, restart_losses = math.inf, None, [], []
+        group_losses: list[list[float]] = []
         for restart in range(o.restarts):
-            images = initial_images(observation, o.init, generator)
+            # the group's members (G, B, C, H, W): G = 1 is IG's single image batch
+            members = torch.stack([initial_images(observation, o.init, generator)
+                                   for _ in range(o.group)])
             if o.boxed:
-                images = torch.max(torch.min(images, high), low)
-            images.requires_grad_(True)
+                members = torch.max(torch.min(members, high), low)
+            members.requires_grad_(True)
             extras = self._extra_variables(observation, generator)
-            optimizer = torch.optim.Adam([images, *extras], lr=o.lr)
+            optimizer = torch.optim.Adam([members, *extras], lr=o.lr)
             scheduler = self._scheduler(optimizer)
             pending: list[torch.Tensor] = []      # losses not yet read back from the device
             for iteration in range(o.budget):
-                loss = self._loss(objective, observation, images, extras, labels)
-                grads = torch.autograd.grad(loss, [images, *extras])
-                images.grad = grads[0].sign() if o.signed else grads[0]
+                losses = [self._loss(objective, observation, images, extras, labels)
+                          for images in members]
+                loss = losses[0] if o.group == 1 else torch.stack(losses).mean()
+                total = loss if o.group == 1 else \
+                    loss + o.group_weight * group_consistency(members)
+                grads = torch.autograd.grad(total, [members, *extras])
+                members.grad = grads[0].sign() if o.signed else grads[0]
                 for extra, grad in zip(extras, grads[1:]):
                     extra.grad = grad
                 optimizer.step()
                 scheduler.step()
                 with torch.no_grad():
                     if o.boxed:
-                        torch.max(torch.min(images, high), low, out=images)
+                        torch.max(torch.min(members, high), low, out=members)
                     self._project_extras(extras)
                 pending.append(loss.detach())
-                snapshots.maybe(iteration, images)
+                snapshots.maybe(iteration, members[0])
                 if len(pending) == REPORT_EVERY or iteration + 1 == o.budget:
                     # reading losses back every step would stall a GPU: read them in blocks
                     values = torch.stack(pending).tolist()
@@ -306,12 +333,18 @@ class InvertingGradients(Attack):
                         failures.append(f"restart {restart}: non-finite loss by iteration "
                                         f"{iteration}")
                         break
-            # IG selects restarts by the loss of the final image
+            # IG selects restarts (and group members) by the loss of the final image
             extras = [extra.detach() for extra in extras]
-            final = self._loss(objective, observation, images.detach(), extras, labels).item()
+            finals = [self._loss(objective, observation, images, extras, labels).item()
+                      for images in members.detach()]
+            member = min(range(o.group), key=lambda g: finals[g]
+                         if math.isfinite(finals[g]) else math.inf)
+            final = finals[member]
             restart_losses.append(final)
+            if o.group > 1:
+                group_losses.append(finals)
             if math.isfinite(final) and final < best_loss:
-                best_loss, best_images = final, images.detach().clone()
+                best_loss, best_images = final, members[member].detach().clone()
                 best_extras = [extra.clone() for extra in extras]
         if best_images is None:
             raise GGLError(f"{self.name} diverged: every restart ended with a non-finite loss")
@@ -322,6 +355,7 @@ class InvertingGradients(Attack):
             iterations=len(history),
             info={"label_method": "known" if observation.labels is not None else "inferred",
                   "restart_losses": restart_losses, "failures": failures,
+                  **({"group_losses": group_losses} if o.group > 1 else {}),
                   **self._extra_info(best_extras)})
 
 
