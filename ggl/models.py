@@ -94,6 +94,34 @@ class MLP(nn.Module):
         return self.fc(self.body(x))
 
 
+class ConvFC(nn.Module):
+    """A small conv net with a wide hidden fully connected layer (the Cocktail Party
+    Attack's conv victim: its first linear layer has ``width`` rows, so ICA can unmix
+    batches of up to ``width`` feature vectors).
+
+    Two blocks of 3x3 conv (16, then 32 channels) - ReLU - 2x2 max-pool take
+    ``(B, channels, R, R)`` (R divisible by 4) to ``(B, 32, R/4, R/4)``, flattened to
+    ``32 R^2 / 16`` features (2,048 at 32 px); then ``Linear(features, width)`` - ReLU
+    (``width`` default 256) and the head ``Linear(width, num_classes)``.
+    ``dropout``: after the hidden layer's ReLU.
+    """
+
+    def __init__(self, channels=3, resolution=32, num_classes=10, width=None, dropout=0.0):
+        super().__init__()
+        w = width or 256
+        if resolution % 4:
+            raise GGLError(f"convfc needs a resolution divisible by 4, got {resolution}")
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * (resolution // 4) ** 2, w), nn.ReLU(),
+            MaskedDropout(dropout))
+        self.fc = nn.Linear(w, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
 def resnet18(channels=3, resolution=32, num_classes=10, width=None, dropout=0.0) -> nn.Module:
     """torchvision's ResNet-18 (``width`` = channels of the first stage, default 64).
 
@@ -208,6 +236,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry.of("model", {
     "resnet18": resnet18,
     "mlp": MLP,
     "vit": ViT,
+    "convfc": ConvFC,
 })
 
 

@@ -1,6 +1,7 @@
 """Attack registry: user-facing name -> Attack class (``ggl list`` shows them)."""
 from ggl.attacks.analytic import PrecodeAnalytic
 from ggl.attacks.base import Attack, Reconstruction
+from ggl.attacks.cpa import CocktailParty
 from ggl.attacks.dia import DropoutInversion, OracleIG
 from ggl.attacks.dlf import DLF
 from ggl.attacks.latent import GGL
@@ -12,7 +13,7 @@ from ggl.registry import Registry
 #: name -> Attack subclass
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 for _cls in (DLG, IDLG, InvertingGradients, IGAdam, IGMulti, DLF, GGL, PrecodeAnalytic,
-             DropoutInversion, OracleIG, RobbingTheFed):
+             DropoutInversion, OracleIG, RobbingTheFed, CocktailParty):
     ATTACKS.add(_cls.name, _cls, _cls.summary)
 
 __all__ = ["ATTACKS", "Attack", "Reconstruction"]

@@ -14,6 +14,7 @@ so a PRECODE bottleneck behind the model's first linear layer hides nothing from
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -59,14 +60,16 @@ def feature_distance(reached: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (reached - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
 
 
-def first_linear(model: nn.Module, probe: torch.Tensor) -> nn.Linear:
-    """The first ``nn.Linear`` that ``model``'s forward pass calls on ``probe (1, C, H, W)``."""
+def first_linear(model: nn.Module, probe: torch.Tensor, reader: str = "precode-analytic"
+                 ) -> nn.Linear:
+    """The first ``nn.Linear`` that ``model``'s forward pass calls on ``probe (1, C, H, W)``
+    (``reader``: the attack that reads it, for the error message)."""
     called = []
     handles = [m.register_forward_pre_hook(lambda module, inputs: called.append(module))
                for m in model.modules() if isinstance(m, nn.Linear)]
     if not handles:
-        raise GGLError("precode-analytic reads the input of the model's first nn.Linear, "
-                       "but this model has none")
+        raise GGLError(f"{reader} reads the model's first nn.Linear, and this model has "
+                       f"none: use a model with a fully connected layer (mlp, convfc)")
     try:
         with torch.no_grad():
             model(probe)
@@ -158,19 +161,21 @@ class PrecodeAnalytic(Attack):
                            f"entry only for B = 1 (a batch's gradient mixes the inputs)")
         # a copy: a train-mode model would update its BatchNorm buffers in every pass
         model = copy.deepcopy(observation.model).requires_grad_(False)
-        layer, weight_index, bias_index = self._first_layer(model, observation)
+        layer, weight_index, bias_index = linear_layer(model, observation, self.name)
         features, rows = solve_layer_input(observation.gradient[weight_index],
                                            observation.gradient[bias_index],
                                            self.options.row_fraction)
         labels = infer_labels(observation)
         low, high = observation.pixel_bounds()
-        if self._reads_image(model, layer, observation):
+        if reads_image(model, layer, observation, self.generator()):
             images = torch.max(torch.min(features.view(1, *observation.image_shape), high), low)
             history, snapshots, case = [], [], "image"
             progress(1, 1, 0.0)
         else:
-            images, history, snapshots = self._invert_features(model, layer, features,
-                                                               observation, progress)
+            o = self.options
+            images, history, snapshots = invert_features(
+                model, layer, features[None], observation, init=o.init, lr=o.lr, tv=o.tv,
+                steps=o.budget, generator=self.generator(), progress=progress)
             case = "features + optimization"
         with torch.no_grad():
             loss = feature_distance(capture_input(model, layer, images).flatten(),
@@ -186,58 +191,66 @@ class PrecodeAnalytic(Attack):
                   "label_method": "known" if observation.labels is not None else "inferred",
                   "adaptive": "ignored: the closed form needs no model of the defense"})
 
-    @staticmethod
-    def _first_layer(model: nn.Module, observation: Observation) -> tuple[nn.Linear, int, int]:
-        """The first linear layer and the indices of its weight and bias in ``parameters()``."""
-        probe = torch.zeros(1, *observation.image_shape, device=observation.device)
-        layer = first_linear(model, probe)
-        if layer.bias is None:
-            raise GGLError("precode-analytic divides the first linear layer's weight gradient "
-                           "by its bias gradient, but that layer has no bias")
-        with torch.no_grad():
-            vectors = capture_input(model, layer, probe).numel() // layer.in_features
-        if vectors != 1:
-            raise GGLError(f"the model's first linear layer is applied to {vectors} vectors "
-                           f"per image; the closed form recovers its input only when it sees "
-                           f"exactly one")
-        index = {id(p): i for i, p in enumerate(model.parameters())}
-        return layer, index[id(layer.weight)], index[id(layer.bias)]
 
-    def _reads_image(self, model: nn.Module, layer: nn.Linear, observation: Observation) -> bool:
-        """Whether the layer's input is the flattened image itself (only ``nn.Flatten``
-        between input and layer), checked on a random probe."""
-        channels, height, width = observation.image_shape
-        if layer.in_features != channels * height * width:
-            return False
-        low, high = observation.pixel_bounds()
-        noise = torch.rand(1, *observation.image_shape, generator=self.generator())
-        probe = low + noise.to(observation.device) * (high - low)
-        with torch.no_grad():
-            reached = capture_input(model, layer, probe)
-        return torch.equal(reached.flatten(), probe.flatten())
+def invert_features(model: nn.Module, layer: nn.Module, features: torch.Tensor,
+                    observation: Observation, *, init: str, lr: float, tv: float, steps: int,
+                    generator: torch.Generator, progress: Progress):
+    """Pixel-space Adam (lr cosine-annealed over ``steps``, pixels boxed) so that each
+    image's input to ``layer`` becomes its row of ``features (B, F)``: the loss is the
+    summed relative feature distance plus ``tv`` x the images' summed total variation.
 
-    def _invert_features(self, model: nn.Module, layer: nn.Linear, features: torch.Tensor,
-                         observation: Observation, progress: Progress):
-        """Adam on the pixels so that the input of ``layer`` becomes ``features (in,)``.
+    Returns ``images (B, C, H, W)``, the summed feature distance of every step and GIF
+    snapshots.
+    """
+    low, high = observation.pixel_bounds()
+    images = initial_images(observation, init, generator)
+    images = torch.max(torch.min(images, high), low).requires_grad_(True)
+    optimizer = torch.optim.Adam([images], lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    history, snapshots, pending = [], Snapshots(steps), []
+    for step in range(steps):
+        reached = capture_input(model, layer, images).flatten(1)                 # (B, F)
+        distance = sum(feature_distance(r, t) for r, t in zip(reached, features))
+        loss = distance + tv * total_variation(images.unsqueeze(1)).sum()
+        step_in_box(loss, optimizer, scheduler, images, low, high)
+        pending.append(distance.detach())
+        snapshots.maybe(step, images)
+        if len(pending) == REPORT_EVERY or step + 1 == steps:
+            # reading losses back every step would stall a GPU: read them in blocks
+            history.extend(torch.stack(pending).tolist())
+            pending.clear()
+            progress(step + 1, steps, history[-1])
+    return images.detach(), history, snapshots.frames
 
-        Returns ``images (1, C, H, W)``, the feature loss of every step and GIF snapshots.
-        """
-        o = self.options
-        low, high = observation.pixel_bounds()
-        images = initial_images(observation, o.init, self.generator())
-        images = torch.max(torch.min(images, high), low).requires_grad_(True)
-        optimizer = torch.optim.Adam([images], lr=o.lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.budget)
-        history, snapshots, pending = [], Snapshots(o.budget), []
-        for step in range(o.budget):
-            distance = feature_distance(capture_input(model, layer, images).flatten(), features)
-            loss = distance + o.tv * total_variation(images.unsqueeze(0))[0]
-            step_in_box(loss, optimizer, scheduler, images, low, high)
-            pending.append(distance.detach())
-            snapshots.maybe(step, images)
-            if len(pending) == REPORT_EVERY or step + 1 == o.budget:
-                # reading losses back every step would stall a GPU: read them in blocks
-                history.extend(torch.stack(pending).tolist())
-                pending.clear()
-                progress(step + 1, o.budget, history[-1])
-        return images.detach(), history, snapshots.frames
+
+def linear_layer(model: nn.Module, observation: Observation, reader: str
+                 ) -> tuple[nn.Linear, int, int]:
+    """The model's first linear layer and the indices of its weight and bias in
+    ``parameters()``, checked for what a closed-form reading of its input needs: a bias,
+    and one input vector per image (``reader``: the attack, for the error messages)."""
+    probe = torch.zeros(1, *observation.image_shape, device=observation.device)
+    layer = first_linear(model, probe, reader)
+    if layer.bias is None:
+        raise GGLError(f"{reader} divides the first linear layer's weight gradient by its "
+                       f"bias gradient, but that layer has no bias")
+    with torch.no_grad():
+        vectors = capture_input(model, layer, probe).numel() // layer.in_features
+    if vectors != 1:
+        raise GGLError(f"the model's first linear layer is applied to {vectors} vectors per "
+                       f"image; {reader} recovers its input only when it sees exactly one")
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    return layer, index[id(layer.weight)], index[id(layer.bias)]
+
+
+def reads_image(model: nn.Module, layer: nn.Linear, observation: Observation,
+                generator: torch.Generator) -> bool:
+    """Whether ``layer``'s input is the flattened image itself (only ``nn.Flatten`` between
+    input and layer), checked on a random probe drawn by ``generator``."""
+    if layer.in_features != math.prod(observation.image_shape):
+        return False
+    low, high = observation.pixel_bounds()
+    noise = torch.rand(1, *observation.image_shape, generator=generator)
+    probe = low + noise.to(observation.device) * (high - low)
+    with torch.no_grad():
+        reached = capture_input(model, layer, probe)
+    return torch.equal(reached.flatten(), probe.flatten())
