@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ggl.attacks.base import Attack, Progress, Reconstruction, step_in_box
-from ggl.attacks.pixel import INITS, REPORT_EVERY, Snapshots, initial_images
+from ggl.attacks.pixel import INITS, Snapshots, initial_images, read_back
 from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
@@ -215,10 +215,7 @@ def invert_features(model: nn.Module, layer: nn.Module, features: torch.Tensor,
         step_in_box(loss, optimizer, scheduler, images, low, high)
         pending.append(distance.detach())
         snapshots.maybe(step, images)
-        if len(pending) == REPORT_EVERY or step + 1 == steps:
-            # reading losses back every step would stall a GPU: read them in blocks
-            history.extend(torch.stack(pending).tolist())
-            pending.clear()
+        if read_back(pending, history, step + 1 == steps):
             progress(step + 1, steps, history[-1])
     return images.detach(), history, snapshots.frames
 

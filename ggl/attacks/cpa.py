@@ -64,7 +64,7 @@ import torch.nn as nn
 from ggl.attacks.analytic import invert_features, linear_layer
 from ggl.attacks.analytic import reads_image as image_is_read
 from ggl.attacks.base import Attack, Progress, Reconstruction
-from ggl.attacks.pixel import INITS, REPORT_EVERY
+from ggl.attacks.pixel import INITS, read_back
 from ggl.contracts import Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
@@ -264,9 +264,7 @@ class CocktailParty(Attack):
             loss.backward()
             optimizer.step()
             pending.append(loss.detach())
-            if len(pending) == REPORT_EVERY or step + 1 == o.budget:
-                history.extend(torch.stack(pending).tolist())
-                pending.clear()
+            if read_back(pending, history, step + 1 == o.budget):
                 progress(step + 1, o.budget, history[-1])
         with torch.no_grad():
             losses, sources = row_losses(rows)
@@ -303,9 +301,7 @@ class CocktailParty(Attack):
             loss.backward()
             optimizer.step()
             pending.append(loss.detach())
-            if len(pending) == REPORT_EVERY or step + 1 == o.budget:
-                history.extend(torch.stack(pending).tolist())
-                pending.clear()
+            if read_back(pending, history, step + 1 == o.budget):
                 progress(step + 1, o.budget, history[-1])
         unit = rows.detach().double()
         return unit / unit.norm(dim=1, keepdim=True)

@@ -29,6 +29,19 @@ from ggl.registry import Registry
 REPORT_EVERY = 25
 
 
+def read_back(pending: list[torch.Tensor], history: list[float], last: bool
+              ) -> list[float] | None:
+    """Move the losses ``pending`` on the device into ``history`` every ``REPORT_EVERY``
+    iterations (and at the ``last``): reading one back every step would stall a GPU.
+    Returns the values moved, or None when it is not yet time."""
+    if len(pending) < REPORT_EVERY and not last:
+        return None
+    values = torch.stack(pending).tolist()
+    pending.clear()
+    history.extend(values)
+    return values
+
+
 class Snapshots:
     """Keeps about ``count`` evenly spaced copies of the iterate (CPU) for the progress GIF."""
 
@@ -322,11 +335,8 @@ class InvertingGradients(Attack):
                     self._project_extras(extras)
                 pending.append(loss.detach())
                 snapshots.maybe(iteration, members[0])
-                if len(pending) == REPORT_EVERY or iteration + 1 == o.budget:
-                    # reading losses back every step would stall a GPU: read them in blocks
-                    values = torch.stack(pending).tolist()
-                    pending.clear()
-                    history.extend(values)
+                values = read_back(pending, history, iteration + 1 == o.budget)
+                if values:
                     progress(restart * o.budget + iteration + 1, o.restarts * o.budget,
                              values[-1])
                     if not all(map(math.isfinite, values)):
