@@ -47,7 +47,8 @@ def _storage(tensor):
 
 # --------------------------------------------------------------------------- (a) NaN the secret
 @pytest.mark.parametrize("attack,options", [("idlg", {"budget": 3}), ("ig", {"budget": 15}),
-                                            ("dlg", {"budget": 2})])
+                                            ("dlg", {"budget": 2}), ("grnn", {"budget": 5}),
+                                            ("cpa", {"budget": 5, "fi_budget": 5})])
 def test_attack_ignores_secret_overwritten_with_nan(lenet, mnist, attack, options):
     images, labels = mnist.private_batch([3, 4])
 
