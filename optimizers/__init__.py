@@ -4,7 +4,9 @@
 
 * ``adam``: gradient descent in latent space (:mod:`ggl.optimizers.adam`);
 * ``BO`` or ``turbo``: TuRBO-1 on BoTorch (:mod:`ggl.optimizers.turbo`);
-* any name of nevergrad's registry (``CMA``, ``DiagonalCMA``, ``TwoPointsDE``, ``PSO``,
+* ``CMA``: CMA-ES on pycma, a whole population per ask/tell
+  (:mod:`ggl.optimizers.pycma_search`); ``ng-CMA`` is nevergrad's CMA, for comparison;
+* any other name of nevergrad's registry (``DiagonalCMA``, ``TwoPointsDE``, ``PSO``,
   ...): :mod:`ggl.optimizers.nevergrad_search`.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import partial
 
 from ggl.optimizers.adam import AdamSearch
 from ggl.optimizers.base import LatentOptimizer, SearchResult
+from ggl.optimizers.pycma_search import PyCMASearch
 from ggl.optimizers.turbo import TuRBO
 from ggl.registry import Entry, Registry
 
@@ -32,6 +35,18 @@ OPTIMIZERS: Registry[type[LatentOptimizer]] = Registry(
     featured=("adam", "BO", "CMA", "DiagonalCMA", "TwoPointsDE", "PSO", "NGOpt", "OnePlusOne"))
 OPTIMIZERS.add("adam", AdamSearch, "Adam in latent space, cosine lr ramp")
 OPTIMIZERS.add("BO", TuRBO, "TuRBO-1 on BoTorch", aliases=("turbo",))
+OPTIMIZERS.add("CMA", PyCMASearch, "CMA-ES on pycma, one ask/tell per population")
+
+
+def _nevergrad_cma(**settings):
+    """nevergrad's CMA (what ``CMA`` was before pycma): for comparison."""
+    from ggl.optimizers.nevergrad_search import NevergradSearch
+
+    return NevergradSearch("CMA", **settings)
+
+
+_nevergrad_cma.settings = ()
+OPTIMIZERS.add("ng-CMA", _nevergrad_cma, "nevergrad's CMA, one candidate per ask/tell")
 
 
 def build_optimizer(method: str, *, population: int | None = None, seed: int = 0,
