@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ggl.attacks.base import Attack, Progress, Reconstruction
-from ggl.attacks.pixel import Snapshots, _check_common, read_back
+from ggl.attacks.pixel import LossLog, Snapshots, _check_common
 from ggl.contracts import Gradients, Observation
 from ggl.errors import GGLError
 from ggl.labels import infer_labels
@@ -227,6 +227,8 @@ class GRNN(Attack):
 
         generator = self.generator()
         history, snapshots, failures, restart_losses = [], Snapshots(o.budget), [], []
+        losses_log = LossLog(o.budget, o.restarts, history, failures, progress,
+                             note="; kept the best finite iterate")
         best = {"loss": math.inf}
         for restart in range(o.restarts):
             net = GRNNGenerator(o.noise_dim, observation.num_classes, channels, side, o.width)
@@ -241,7 +243,6 @@ class GRNN(Attack):
                                      device=observation.device)
             run_soft = torch.zeros(observation.batch_size, observation.num_classes,
                                    device=observation.device)
-            pending: list[torch.Tensor] = []
             for iteration in range(o.budget):
                 images01, soft_labels = net(noise)
                 images = victim_images(images01)
@@ -257,16 +258,9 @@ class GRNN(Attack):
                     run_loss = torch.where(better, loss.detach(), run_loss)
                     run_images = torch.where(better, images.detach(), run_images)
                     run_soft = torch.where(better, soft_labels.detach(), run_soft)
-                pending.append(loss.detach())
                 snapshots.maybe(iteration, images)
-                values = read_back(pending, history, iteration + 1 == o.budget)
-                if values:
-                    progress(restart * o.budget + iteration + 1, o.restarts * o.budget,
-                             values[-1])
-                    if not all(map(math.isfinite, values)):
-                        failures.append(f"restart {restart}: non-finite loss by iteration "
-                                        f"{iteration}; kept the best finite iterate")
-                        break
+                if losses_log.step(loss, restart, iteration):
+                    break
             final = run_loss.item()
             restart_losses.append(final)
             if final < best["loss"]:

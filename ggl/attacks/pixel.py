@@ -42,6 +42,33 @@ def read_back(pending: list[torch.Tensor], history: list[float], last: bool
     return values
 
 
+class LossLog:
+    """The losses of an iterative attack's restarts, each of ``budget`` iterations: kept on
+    the device, read back into ``history`` in blocks (:func:`read_back`), reported to
+    ``progress`` and checked for divergence, which is recorded in ``failures``."""
+
+    def __init__(self, budget: int, restarts: int, history: list[float], failures: list[str],
+                 progress: Progress, note: str = ""):
+        self.budget, self.restarts, self.note = budget, restarts, note
+        self.history, self.failures, self.progress = history, failures, progress
+        self.pending: list[torch.Tensor] = []
+
+    def step(self, loss: torch.Tensor, restart: int, iteration: int) -> bool:
+        """Log the loss of ``iteration`` of ``restart``; True when the restart diverged
+        (a non-finite loss was read back): stop it."""
+        self.pending.append(loss.detach())
+        values = read_back(self.pending, self.history, iteration + 1 == self.budget)
+        if not values:
+            return False
+        self.progress(restart * self.budget + iteration + 1, self.restarts * self.budget,
+                      values[-1])
+        if all(map(math.isfinite, values)):
+            return False
+        self.failures.append(f"restart {restart}: non-finite loss by iteration "
+                             f"{iteration}{self.note}")
+        return True
+
+
 class Snapshots:
     """Keeps about ``count`` evenly spaced copies of the iterate (CPU) for the progress GIF."""
 
@@ -306,6 +333,7 @@ class InvertingGradients(Attack):
         history, snapshots, failures = [], Snapshots(o.budget), []
         best_loss, best_images, best_extras, restart_losses = math.inf, None, [], []
         group_losses: list[list[float]] = []
+        losses_log = LossLog(o.budget, o.restarts, history, failures, progress)
         for restart in range(o.restarts):
             # the group's members (G, B, C, H, W): G = 1 is IG's single image batch
             members = torch.stack([initial_images(observation, o.init, generator)
@@ -316,7 +344,6 @@ class InvertingGradients(Attack):
             extras = self._extra_variables(observation, generator)
             optimizer = torch.optim.Adam([members, *extras], lr=o.lr)
             scheduler = self._scheduler(optimizer)
-            pending: list[torch.Tensor] = []      # losses not yet read back from the device
             for iteration in range(o.budget):
                 losses = [self._loss(objective, observation, images, extras, labels)
                           for images in members]
@@ -333,16 +360,9 @@ class InvertingGradients(Attack):
                     if o.boxed:
                         torch.max(torch.min(members, high), low, out=members)
                     self._project_extras(extras)
-                pending.append(loss.detach())
                 snapshots.maybe(iteration, members[0])
-                values = read_back(pending, history, iteration + 1 == o.budget)
-                if values:
-                    progress(restart * o.budget + iteration + 1, o.restarts * o.budget,
-                             values[-1])
-                    if not all(map(math.isfinite, values)):
-                        failures.append(f"restart {restart}: non-finite loss by iteration "
-                                        f"{iteration}")
-                        break
+                if losses_log.step(loss, restart, iteration):
+                    break
             # IG selects restarts (and group members) by the loss of the final image
             extras = [extra.detach() for extra in extras]
             finals = [self._loss(objective, observation, images, extras, labels).item()
