@@ -15,6 +15,7 @@ from functools import partial
 
 from ggl.optimizers.adam import AdamSearch
 from ggl.optimizers.base import LatentOptimizer, SearchResult
+from ggl.optimizers.nevergrad_search import NevergradSearch
 from ggl.optimizers.pycma_search import PyCMASearch
 from ggl.optimizers.turbo import TuRBO
 from ggl.registry import Entry, Registry
@@ -36,17 +37,9 @@ OPTIMIZERS: Registry[type[LatentOptimizer]] = Registry(
 OPTIMIZERS.add("adam", AdamSearch, "Adam in latent space, cosine lr ramp")
 OPTIMIZERS.add("BO", TuRBO, "TuRBO-1 on BoTorch", aliases=("turbo",))
 OPTIMIZERS.add("CMA", PyCMASearch, "CMA-ES on pycma, one ask/tell per population")
-
-
-def _nevergrad_cma(**settings):
-    """nevergrad's CMA (what ``CMA`` was before pycma): for comparison."""
-    from ggl.optimizers.nevergrad_search import NevergradSearch
-
-    return NevergradSearch("CMA", **settings)
-
-
-_nevergrad_cma.settings = ()
-OPTIMIZERS.add("ng-CMA", _nevergrad_cma, "nevergrad's CMA, one candidate per ask/tell")
+# what ``CMA`` was before pycma, kept for comparison
+OPTIMIZERS.add("ng-CMA", partial(NevergradSearch, "CMA"),
+               "nevergrad's CMA, one candidate per ask/tell")
 
 
 def build_optimizer(method: str, *, population: int | None = None, seed: int = 0,
