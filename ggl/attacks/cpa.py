@@ -254,18 +254,7 @@ class CocktailParty(Attack):
         extra = torch.randn((o.candidates - 1) * batch, batch, generator=self.generator(),
                             dtype=unmix.dtype)
         rows = torch.cat([unmix.cpu(), extra]).float().to(unmix.device)  # (K, B)
-        rows.requires_grad_(True)
-        optimizer = torch.optim.Adam([rows], lr=o.lr)
-        pending = []
-        for step in range(o.budget):
-            losses, _ = row_losses(rows)
-            loss = losses.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            pending.append(loss.detach())
-            if read_back(pending, history, step + 1 == o.budget):
-                progress(step + 1, o.budget, history[-1])
+        rows = self._descend(rows, lambda r: row_losses(r)[0].mean(), history, progress)
         with torch.no_grad():
             losses, sources = row_losses(rows)
             losses = torch.nan_to_num(losses, nan=float("inf"))
@@ -280,10 +269,8 @@ class CocktailParty(Attack):
         centre = dW.mean(1, keepdim=True)
         whitened = (whitening @ (dW - centre)).float()                # (B, d)
         offset = (whitening @ centre).float()                         # (B, 1)
-        rows = unmix.clone().float().requires_grad_(True)
-        optimizer = torch.optim.Adam([rows], lr=o.lr)
-        pending = []
-        for step in range(o.budget):
+
+        def paper_loss(rows):
             unit = rows / rows.norm(dim=1, keepdim=True)
             centred = unit @ whitened                                 # (B, d), unit variance
             negentropy = torch.log(torch.cosh(centred)).mean(1).pow(2).mean()
@@ -297,14 +284,29 @@ class CocktailParty(Attack):
                 loss = loss + o.nv * torch.minimum(torch.relu(-sources).norm(dim=1),
                                                    torch.relu(sources).norm(dim=1)).mean()
                 loss = loss + o.l1 * sources.abs().mean()
+            return loss
+
+        rows = self._descend(unmix.clone().float(), paper_loss, history, progress)
+        unit = rows.double()
+        return unit / unit.norm(dim=1, keepdim=True)
+
+    def _descend(self, rows: torch.Tensor, loss_of, history: list[float],
+                 progress: Progress) -> torch.Tensor:
+        """``budget`` Adam steps (lr ``lr``) on the scalar ``loss_of(rows)`` from ``rows
+        (K, B)``, the losses logged; returns the final rows, detached."""
+        o = self.options
+        rows = rows.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([rows], lr=o.lr)
+        pending: list[torch.Tensor] = []
+        for step in range(o.budget):
+            loss = loss_of(rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             pending.append(loss.detach())
             if read_back(pending, history, step + 1 == o.budget):
                 progress(step + 1, o.budget, history[-1])
-        unit = rows.detach().double()
-        return unit / unit.norm(dim=1, keepdim=True)
+        return rows.detach()
 
 
 # ---------------------------------------------------------------------- linear algebra
