@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ggl.errors import GGLError
+from ggl.generators.folded import FoldedLayers, state_key
 
 ARCHITECTURE = "wgan-gp"
 #: resolutions the architecture can make: 4 * 2**n_up with at least two up-samplings
@@ -114,6 +115,7 @@ class WGANGenerator(nn.Module):
         blocks += [nn.ConvTranspose2d(channels, config.channels, 2, stride=2), nn.Tanh()]
         self.upsample = nn.Sequential(*blocks)
         self._first_channels = config.width * 2 ** (config.upsamplings - 1)
+        self._folded: tuple[tuple, FoldedLayers] | None = None
         self._dcgan_init()
 
     def _dcgan_init(self) -> None:
@@ -132,17 +134,31 @@ class WGANGenerator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        features = self.first_features(z, labels)
-        return self.upsample(features)
+        if self.training or any(p.requires_grad for p in self.parameters()):
+            return self.upsample(self.first_features(z, labels))
+        return self.folded()(self._inputs(z, labels))       # a frozen prior: same function
+
+    def folded(self) -> FoldedLayers:
+        """This generator's layers folded for inference (:mod:`ggl.generators.folded`),
+        rebuilt when a parameter or buffer has changed since the last call."""
+        key = state_key(self)
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, FoldedLayers(self.project, self.upsample,
+                                              self._first_channels))
+        return self._folded[1]
+
+    def _inputs(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """``z (N, latent_dim)`` [+ the embedding of ``labels (N,)``]: the first layer's input."""
+        if self.embedding is None:
+            return z
+        if labels is None:
+            raise GGLError("this wgan-gp generator is class-conditional: give labels")
+        return torch.cat([z, self.embedding(labels)], dim=1)
 
     def first_features(self, z: torch.Tensor, labels: torch.Tensor | None = None
                        ) -> torch.Tensor:
         """``z (N, latent_dim)`` [+ ``labels (N,)``] -> the first feature map ``(N, c0, 4, 4)``."""
-        if self.embedding is not None:
-            if labels is None:
-                raise GGLError("this wgan-gp generator is class-conditional: give labels")
-            z = torch.cat([z, self.embedding(labels)], dim=1)
-        return self.project(z).view(len(z), self._first_channels, 4, 4)
+        return self.project(self._inputs(z, labels)).view(len(z), self._first_channels, 4, 4)
 
     def layer_chain(self) -> list:
         """The generator as a chain of layers, for searches in its feature spaces (GIFD):

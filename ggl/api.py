@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ggl import checks, constants
+from ggl.allocator import keep_freed_memory
 from ggl.attacks.base import Progress, Reconstruction
 from ggl.ceiling import ceiling_scores
 from ggl.config import RunConfig
@@ -156,6 +157,7 @@ def run(config: RunConfig | RunPlan, progress: Progress | None = None,
     plan = config if isinstance(config, RunPlan) else resolve(config)
     config, attack = plan.config, plan.attack
     out = output_folder(config, overwrite) if write else None
+    keep_freed_memory()
     # model-internal draws (PRECODE's bottleneck, dropout) use torch's global generator
     torch.manual_seed(config.seed)
     lpips_metric = LPIPS(config.lpips_weights) if config.lpips_weights else None
@@ -204,6 +206,7 @@ def run_record(plan: RunPlan, observation: Observation, reconstruction: Reconstr
         "evaluations": reconstruction.evaluations,
         "iterations": reconstruction.iterations,
         "attack_wall_time_s": reconstruction.wall_time,
+        "attack_cpu_time_s": reconstruction.cpu_time,
         "scoring_wall_time_s": time.perf_counter() - scoring_started,
         "total_wall_time_s": time.perf_counter() - started,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

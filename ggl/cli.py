@@ -8,7 +8,6 @@ resolved (:func:`ggl.plan.resolve`), not here.
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import click
@@ -640,63 +639,9 @@ def list_registered():
     """List what can be named: attacks (with their options), models, datasets, defenses,
     controls, distances, layer weights, label methods, inits, generators, latent optimizers
     and search stages."""
-    from ggl.attacks import ATTACKS
-    from ggl.attacks.pixel import INITS
-    from ggl.controls import CONTROLS
-    from ggl.data import DATASETS, LAYOUTS
-    from ggl.defenses import DEFENSES
-    from ggl.generators import GENERATORS, written_as
-    from ggl.labels import LABEL_METHODS
-    from ggl.models import MODELS
-    from ggl.objective import DISTANCES, LAYER_WEIGHTS
-    from ggl.optimizers import OPTIMIZERS
-    from ggl.options import option_specs
+    from ggl.listing import listing    # the shipped copy: no torch (see ggl.listing)
 
-    def section(title: str, registry, width: int = 14, spec=lambda entry: entry.name,
-                summary=lambda entry: entry.summary) -> None:
-        click.echo(f"{title}:")
-        for entry in registry.entries(include_more=False):
-            aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
-            click.echo(f"  {spec(entry):{width}s} {summary(entry)}{aliases}")
-
-    section("attacks (--attack; options: --set KEY=VALUE)", ATTACKS)
-    for entry in ATTACKS.entries():
-        options = ", ".join(f"{name}={spec.describe()}"
-                            for name, spec in option_specs(entry.factory.Options).items())
-        click.echo(textwrap.fill(options, width=88, initial_indent=f"    {entry.name}: ",
-                                 subsequent_indent="      "))
-    section("models (--model)", MODELS)
-    click.echo("datasets (--dataset; their files under --data-root, GGL_DATA_ROOT or "
-               f"{constants.DATA_ROOT}):")
-    for entry in DATASETS.entries():
-        click.echo(f"  {entry.name:14s} {entry.summary}")
-        click.echo(textwrap.fill(LAYOUTS[entry.name], width=88, initial_indent="    files: ",
-                                 subsequent_indent="      "))
-
-    def defense_spec(entry) -> str:
-        cls = entry.factory
-        return f"{entry.name}:{cls.param_name}" + "".join(f",{key}=" for key in cls.options)
-
-    section("defenses (--defense NAME[:PARAM][,KEY=VALUE])", DEFENSES, 34, defense_spec,
-            lambda e: f"{e.summary} (default {e.factory.default_param:g})")
-    section("controls (--control)", CONTROLS, 16)
-    section("distances (--distance)", DISTANCES)
-    section("layer weights (--layer-weights)", LAYER_WEIGHTS)
-    section("label methods (chosen by the batch size unless --known-labels)", LABEL_METHODS)
-    section("inits (--init)", INITS)
-    section("generators (--generator)", GENERATORS, 22, lambda e: written_as(e.name))
-    section("latent optimizers (--ng-method)", OPTIMIZERS)
-    nevergrad = [name for name in OPTIMIZERS.names() if name not in
-                 OPTIMIZERS.names(include_more=False)]
-    click.echo(textwrap.fill(", ".join(nevergrad), width=88,
-                             initial_indent=f"  nevergrad ({len(nevergrad)}): ",
-                             subsequent_indent="    "))
-    click.echo("search stages (--stages NAME[:EVALUATIONS],...):")
-    click.echo("  sample         score prior draws in batches, keep the --starts best")
-    click.echo("  <optimizer>    any latent optimizer above, from each start")
-    click.echo("  gias           tune a copy of the generator's weights (Jeon et al. 2021)")
-    click.echo("  gifd           search the generator's features layer by layer in l1 "
-               "balls (Fang et al. 2023)")
+    click.echo(listing())
 
 
 def main(argv=None) -> None:

@@ -95,9 +95,10 @@ class MLP(nn.Module):
 
 
 class ConvFC(nn.Module):
-    """A small conv net with a wide hidden fully connected layer (the Cocktail Party
-    Attack's conv victim: its first linear layer has ``width`` rows, so ICA can unmix
-    batches of up to ``width`` feature vectors).
+    """A small conv net with a wide hidden layer: the Cocktail Party Attack's conv victim.
+
+    Its first linear layer has ``width`` rows, so ICA can unmix batches of up to ``width``
+    feature vectors.
 
     Two blocks of 3x3 conv (16, then 32 channels) - ReLU - 2x2 max-pool take
     ``(B, channels, R, R)`` (R divisible by 4) to ``(B, 32, R/4, R/4)``, flattened to

@@ -4,7 +4,9 @@ latent optimizers.
 
 A :class:`Registry` maps a user-facing name to a factory (a class or a function) with a
 one-line summary and optional aliases. ``ggl list``, the command line's choices and every
-"unknown NAME" message iterate the registry, so a new entry shows up everywhere at once::
+"unknown NAME" message iterate the registry, so a new entry shows up everywhere at once
+(``ggl list`` prints a copy rendered from the registries: regenerate it with
+``python -m ggl.listing --write``)::
 
     DISTANCES = Registry("distance")
     DISTANCES.add("l2", squared_l2, "squared L2 per layer (DLG, GGL)")

@@ -143,7 +143,7 @@ def test_run_writes_record_and_images(invoke, tmp_path):
     assert metrics["label_accuracy"] == 1.0          # iDLG's label rule is exact for B = 1
     assert metrics["lpips"] is None and "unavailable" in metrics["lpips_note"]
     assert record["evaluations"] > 0 and record["iterations"] == 5
-    assert record["attack_wall_time_s"] > 0
+    assert record["attack_wall_time_s"] > 0 and record["attack_cpu_time_s"] > 0
     assert record["versions"]["torch"] == metadata.version("torch")
     assert "python" in record["versions"]
     assert set(record["files"]) >= {"run.json", "original.png", "reconstruction.png",

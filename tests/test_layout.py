@@ -1,5 +1,6 @@
-"""The house's rules (README "For contributors"): which room may import which, and that the
-command line starts without torch."""
+"""The house's rules (README "For contributors"): which room may import which, that the
+command line starts without torch, and that the library imports its heavy optional packages
+only where they are used."""
 import ast
 import subprocess
 import sys
@@ -77,4 +78,22 @@ def test_the_command_line_starts_without_torch():
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'ggl --help imported torch'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+#: packages only some attacks, defenses, priors, optimizers, metrics or executors need:
+#: each is imported where it is used, so importing the library costs torch and no more
+OPTIONAL_HEAVY = ("botorch", "gpytorch", "opacus", "pytorch_pretrained_biggan", "ray", "flwr",
+                  "nevergrad", "cma", "scipy", "sklearn", "torchvision", "matplotlib",
+                  "lpips", "torchmetrics")
+
+
+def test_the_library_imports_its_heavy_optional_packages_only_when_used():
+    code = ("import sys\n"
+            "import ggl.api, ggl.attacks, ggl.defenses, ggl.optimizers, ggl.generators, "
+            "ggl.data, ggl.models, ggl.metrics, ggl.study\n"
+            "imported = [name for name in sys.argv[1:] if name in sys.modules]\n"
+            "assert not imported, f'importing the library imported {imported}'")
+    result = subprocess.run([sys.executable, "-c", code, *OPTIONAL_HEAVY],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,9 @@
 """Gradient matching: batched (vmap) vs one-at-a-time (loop), distances, weights, priors."""
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -251,3 +255,69 @@ def test_evaluations_count_candidates(lenet, private_pair):
     objective(_candidates()[:1], labels)
     assert objective.evaluations == P + 1
     assert math.isfinite(objective(_candidates()[:1], labels).item())
+
+
+# --------------------------------------------------------------------------- overwriting distances
+@pytest.mark.parametrize("name", ["l2", "l1"])
+def test_overwriting_twins_give_the_same_numbers(name):
+    generator = torch.Generator().manual_seed(0)
+    target = [torch.randn(6, 5, generator=generator), torch.randn(7, generator=generator)]
+    trial = [torch.randn(4, 6, 5, generator=generator), torch.randn(4, 7, generator=generator)]
+    weights = torch.tensor([0.3, 2.0])
+    distance = DISTANCES[name]
+    expected = distance(trial, target, weights)
+    scratch = [t.clone() for t in trial]
+    assert torch.equal(distance.overwriting(scratch, target, weights), expected)
+    assert not torch.equal(scratch[0], trial[0])           # it did work in their memory
+
+
+def test_matching_overwrites_only_its_own_scratch(lenet, private_pair, monkeypatch):
+    images, labels = private_pair
+    target = client_gradient(lenet, images, labels)
+    candidates = _candidates()
+    objective = GradientMatching(lenet, target, distance="l2", path="vmap")
+    overwriting = DISTANCES["l2"].overwriting
+    calls = []
+    monkeypatch.setattr(DISTANCES["l2"], "overwriting",
+                        lambda *args: calls.append(1) or overwriting(*args))
+    trial = objective.trial_gradients(candidates, labels)
+    expected = DISTANCES["l2"](trial, target, objective.weights)
+    with torch.no_grad():                    # a black-box search's call: scratch gradients
+        torch.testing.assert_close(objective(candidates, labels), expected)
+    assert calls == [1]
+    loss, _ = _loss_and_grad(objective, candidates, labels)     # a graph through them
+    torch.testing.assert_close(loss, expected)
+    assert calls == [1]
+
+
+def test_a_distance_built_on_l2_sees_the_trial_gradients_unchanged(lenet, private_pair):
+    from ggl.attacks.grnn import with_norm          # GRNN: ||d||^2 + ||d|| of one trial
+
+    images, labels = private_pair
+    target = client_gradient(lenet, images, labels)
+    candidates = _candidates()
+    combined = GradientMatching(lenet, target, distance=with_norm(DISTANCES["l2"], 1.0))
+    plain = GradientMatching(lenet, target, distance="l2")
+    with torch.no_grad():
+        squared = plain(candidates, labels)
+        torch.testing.assert_close(combined(candidates, labels), squared + squared.sqrt())
+
+
+def test_cpu_chunks_keep_every_gradient_buffer_in_the_heap(make_victim):
+    from ggl.objective import HEAP_BLOCK_BYTES
+
+    for name, expected in (("resnet18", 3), ("lenet", 50)):
+        model = make_victim(name)
+        objective = GradientMatching(model, [torch.zeros_like(p) for p in model.parameters()])
+        chunk = objective._auto_chunk(50)
+        largest = max(p.numel() for p in model.parameters()) * 4
+        assert chunk == expected and chunk * largest <= HEAP_BLOCK_BYTES
+
+
+def test_keep_freed_memory_is_applied_once_and_can_be_left_out():
+    code = "from ggl.allocator import keep_freed_memory as k; print(k(), k())"
+    glibc = str(platform.libc_ver()[0] == "glibc")
+    for env, expected in (({}, [glibc, glibc]), ({"GGL_MALLOC": "default"}, ["False"] * 2)):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env={**os.environ, **env})
+        assert result.stdout.split() == expected, result.stderr

@@ -21,11 +21,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=25_000)
     parser.add_argument("--digits", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=["CMA", "ng-CMA"],
+                        help="latent optimizers to compare (default: CMA ng-CMA)")
     parser.add_argument("--control", action="store_true",
                         help="the random-gradient control: the same searches given noise")
     args = parser.parse_args()
     rows = {}
-    for method in ("CMA", "ng-CMA"):
+    for method in args.methods:
         rows[method] = []
         for index in range(args.digits):
             record = run(RunConfig(attack="ggl", index=(index,), budget=args.budget, seed=0,

@@ -1,5 +1,6 @@
 """Startup costs: CPU seconds of fresh processes, the offline MNIST with and without its
-parse cache, ``ggl --help`` and ``ggl list`` (issue 24, item 4).
+parse cache, ``ggl --help`` and ``ggl list`` (issue 24, item 4); ``ggl list`` prints a shipped
+copy of the listing, timed beside the live rendering from the registries it replaces.
 
 Each measurement is a new Python process (``resource.getrusage`` of the children: user +
 system CPU seconds), repeated ``--repeats`` times; the median is printed. The cold runs use
@@ -53,6 +54,8 @@ def main() -> None:
                 args.repeats, lambda: cpu_seconds(LOAD_MNIST, {"GGL_CACHE_DIR": warm_dir})),
             "ggl --help": median_of(args.repeats, lambda: cpu_seconds(ggl + ["--help"])),
             "ggl list": median_of(args.repeats, lambda: cpu_seconds(ggl + ["list"])),
+            "ggl list rendered live (python -m ggl.listing)": median_of(
+                args.repeats, lambda: cpu_seconds([sys.executable, "-m", "ggl.listing"])),
         }
     print("| process | CPU seconds (median) |")
     print("|---|---|")

@@ -32,6 +32,8 @@ class Reconstruction:
         evaluations: objective evaluations used (one candidate = one evaluation).
         iterations: optimizer iterations run (summed over restarts).
         wall_time: seconds spent in ``reconstruct``.
+        cpu_time: CPU seconds of this process (all threads, user + system) spent in
+            ``reconstruct``: the attack's cost on a shared or loaded machine.
         info: attack-specific facts (label method, restart losses, failures, ...).
         latent_search: a latent attack's prior, labels, returned latents and objective, for
             the metrics' ceiling and search gap (``None`` for pixel attacks).
@@ -45,6 +47,7 @@ class Reconstruction:
     evaluations: int = 0
     iterations: int = 0
     wall_time: float = 0.0
+    cpu_time: float = 0.0
     info: dict = field(default_factory=dict)
     latent_search: LatentSearch | None = None
 
@@ -113,10 +116,11 @@ class Attack:
         """Reconstruct the private batch behind ``observation.gradient``."""
         if not isinstance(observation, Observation):
             raise TypeError("attacks take an Observation (the server's view), nothing else")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.modelled_defense = None
         result = self._reconstruct(observation, progress or (lambda *args: None))
         result.wall_time = time.perf_counter() - start
+        result.cpu_time = time.process_time() - cpu_start
         if self.modelled_defense is not None:
             result.info["defense_model"] = {
                 "parameters": "known" if self.defense_known else "estimated",
