@@ -295,9 +295,9 @@ class GradientMatching:
         free memory, about 4 gradient-sized buffers each. On the CPU: as many as keep every
         per-chunk gradient tensor within ``HEAP_BLOCK_BYTES``, so the allocator reuses those
         buffers from its heap instead of mapping them afresh and faulting them in page by
-        page on every call (ResNet-18, 50 candidates: chunk 12 ran 11.3 evaluations per CPU
-        second with 35% of it in the kernel, chunks 1-4 ran 15-15.7, experiments/README.md),
-        and all of them within ``CPU_VMAP_BYTES``."""
+        page on every call (ResNet-18, 50 candidates, experiments/README.md: chunk 12 ran
+        8.8 evaluations per CPU second with 38% of it in the kernel, chunks 1-4 ran
+        12.2-13.8, chunk 3 the fastest), and all of them within ``CPU_VMAP_BYTES``."""
         device = self.target[0].device
         per_candidate = 4 * self.parameter_count * self.target[0].element_size()
         if device.type == "cuda":
